@@ -1,0 +1,1 @@
+"""edgesdk.compress: what changes the model (export, later pruning and quantization)."""
