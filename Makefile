@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# torch is installed first (the CPU build), then everything else with a
+# constraints file pinning it, so nothing pulls a CUDA torch.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgesdk-installed
+DEMO := demo-out
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[compress,examples,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/digits/train.py --out $(DEMO)/digits
+	$(BIN)/edgesdk compress examples/digits/model.py:build \
+		--weights $(DEMO)/digits/weights.safetensors --input x:1x1x8x8 \
+		--calib $(DEMO)/digits/calib.npz --eval-data $(DEMO)/digits/eval.npz \
+		--threads 2 --batch 1,32 -o $(DEMO)/digits/out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

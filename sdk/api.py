@@ -1,0 +1,270 @@
+"""The one verb: ``compress(model, example_inputs, recipe) -> Result``.
+
+Runs the recipe's stages, checks every artifact against PyTorch on the
+reference inputs (the parity gate), measures accuracy when labelled eval data
+is given, benchmarks each artifact next to the PyTorch eager baseline and
+writes the output directory atomically (manifest last).
+
+Example::
+
+    import torch, edgesdk
+    from examples.digits.model import build
+    result = edgesdk.compress(build().eval(), {"x": torch.rand(1, 1, 8, 8)}, out_dir="out")
+    print(result.report_markdown)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import __version__
+from .atomic import staged_output_dir, write_json, write_text
+from .errors import InputError, ParityError
+from .intake import check_feeds_match
+from .parity import DEFAULT_TOLERANCES, compare
+from .pipeline import Artifact, StageContext, run_stages
+from .recipe import Recipe, apply_options
+from .report import REPORT_SCHEMA_VERSION, build_report, to_markdown
+
+log = logging.getLogger(__name__)
+MANIFEST_SCHEMA_VERSION = 1
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Result:
+    """What ``compress`` returns: the output dir, the manifest and the report."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+    report: dict[str, Any]
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    @property
+    def report_markdown(self) -> str:
+        return to_markdown(self.report)
+
+    @property
+    def passed(self) -> bool:
+        return all(a.parity is None or a.parity.get("passed") for a in self.artifacts)
+
+
+def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, out_dir: str | Path,
+             calib_data: Mapping[str, np.ndarray] | None = None,
+             eval_data: Mapping[str, np.ndarray] | None = None,
+             output_names: list[str] | None = None, progress: Progress | None = None,
+             **options: Any) -> Result:
+    """Export ``model``, verify each artifact against it, benchmark, write ``out_dir``.
+
+    ``example_inputs``: a tensor, a tuple of tensors, or a dict name -> tensor (batch first).
+    ``calib_data``/``eval_data``: dicts of numpy arrays named like the inputs; ``eval_data``
+    may carry ``labels`` for task accuracy. ``options`` override recipe fields
+    (``opset=17``, ``benchmark=False``, ``allow_mismatch=True`` ...).
+
+    >>> result = compress(model, {"x": torch.rand(1, 1, 8, 8)}, out_dir="out", benchmark=False)
+    """
+    import torch
+
+    from edgesdk.compress import stages as _stages  # noqa: F401  (registers the stages)
+
+    say = progress or (lambda msg: log.info(msg))
+    recipe = apply_options(recipe or Recipe(), **options)
+    if not isinstance(model, torch.nn.Module):
+        raise InputError("compress() needs a torch.nn.Module", expected="torch.nn.Module",
+                         found=type(model).__name__)
+    model = model.eval()
+    examples = _normalize_inputs(example_inputs)
+    examples_np = {k: v.detach().cpu().numpy() for k, v in examples.items()}
+    if calib_data is not None:
+        check_feeds_match(dict(calib_data), examples_np, what="calibration data")
+    if eval_data is not None:
+        check_feeds_match({k: v for k, v in eval_data.items() if k != "labels"}, examples_np, what="eval data")
+
+    from edgesdk.runtimes.torch import TorchSession
+
+    reference_inputs = _reference_inputs(examples_np, recipe, calib_data)
+    torch_session = TorchSession.from_module(model, list(examples), output_names=output_names,
+                                             example_inputs=examples_np, threads=recipe.benchmark.threads)
+    torch_session.load()
+    say(f"running PyTorch on {len(reference_inputs)} reference batches")
+    reference_outputs = [torch_session.run(feeds) for feeds in reference_inputs]
+    out_names = list(reference_outputs[0])
+
+    baseline_accuracy = _accuracy(torch_session, eval_data, list(examples)) if eval_data is not None else None
+    with staged_output_dir(out_dir) as stage:
+        ctx = StageContext(model=model, example_inputs=examples, recipe=recipe, workdir=stage,
+                           output_names=out_names)
+        failures: list[str] = []
+
+        def check(art: Artifact) -> None:
+            say(f"checking {art.name} against PyTorch")
+            _gate(art, recipe, reference_inputs, reference_outputs, eval_data, list(examples), failures)
+
+        artifacts = run_stages(recipe.stages, ctx, on_artifact=check)
+        if failures and not recipe.parity.allow_mismatch:
+            raise ParityError(
+                "artifact outputs differ from PyTorch beyond tolerance; nothing was written",
+                found="\n            ".join(failures),
+                hint="inspect the op named by the exporter warnings, try another --opset or --exporter, "
+                     "or keep the artifact anyway with --allow-mismatch (it is then marked in the manifest)")
+        results: list[dict[str, Any]] = []
+        if recipe.benchmark.enabled:
+            results = _benchmark_all(torch_session, artifacts, recipe, baseline_accuracy, say)
+        from edgesdk.runtimes.fingerprint import device_fingerprint
+
+        report = build_report(device=device_fingerprint(), results=results, recipe=recipe.to_dict(),
+                              artifacts=[a.to_manifest(stage) for a in artifacts],
+                              baseline={"backend": "torch", "accuracy": baseline_accuracy})
+        manifest = {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "edgesdk_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "recipe": recipe.to_dict(),
+            "model": {"class": type(model).__name__, "inputs": _specs(examples_np),
+                      "output_names": out_names, "accuracy": baseline_accuracy},
+            "artifacts": report["artifacts"],
+            "reports": ["report.json", "report.md"],
+        }
+        write_json(stage / "report.json", report)
+        write_text(stage / "report.md", to_markdown(report))
+        write_json(stage / "manifest.json", manifest)  # last: it vouches for the files above
+    out = Path(out_dir).absolute()
+    for art in artifacts:
+        art.path = out / art.path.name
+    return Result(out_dir=out, manifest=manifest, report=report, artifacts=artifacts)
+
+
+def _normalize_inputs(example_inputs: Any) -> dict[str, Any]:
+    import torch
+
+    if isinstance(example_inputs, torch.Tensor):
+        items = {"input": example_inputs}
+    elif isinstance(example_inputs, Mapping):
+        items = dict(example_inputs)
+    elif isinstance(example_inputs, (tuple, list)):
+        items = {f"input_{i}": t for i, t in enumerate(example_inputs)}
+    else:
+        raise InputError("example_inputs has an unsupported type",
+                         expected="a tensor, a tuple of tensors, or a dict name -> tensor",
+                         found=type(example_inputs).__name__)
+    out = {}
+    for name, value in items.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"example input {name!r} is not a tensor", expected="torch.Tensor or numpy array",
+                             found=type(value).__name__)
+        if value.ndim == 0:
+            raise InputError(f"example input {name!r} is a scalar", expected="a tensor with a batch dimension",
+                             found="shape ()")
+        out[str(name)] = value
+    return out
+
+
+def _specs(arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    return [{"name": k, "dtype": str(v.dtype), "shape": ["batch", *v.shape[1:]]} for k, v in arrays.items()]
+
+
+def _reference_inputs(examples: dict[str, np.ndarray], recipe: Recipe,
+                      data: Mapping[str, np.ndarray] | None) -> list[dict[str, np.ndarray]]:
+    """The example inputs plus ``recipe.parity.batches`` more: from data when given, else generated."""
+    batches = [examples]
+    n, bs = recipe.parity.batches, recipe.parity.batch_size
+    if data is not None:
+        total = min(len(next(iter(data.values()))) if data else 0, n * bs)
+        for start in range(0, total, bs):
+            batches.append({k: np.ascontiguousarray(data[k][start:start + bs]) for k in examples})
+    rng = np.random.default_rng(recipe.parity.seed)
+    while len(batches) < n + 1:
+        feeds = {}
+        for name, ex in examples.items():
+            shape = (bs, *ex.shape[1:]) if recipe.export.dynamic_batch else ex.shape
+            if np.issubdtype(ex.dtype, np.floating):
+                lo, hi = (float(ex.min()), float(ex.max())) if ex.size else (0.0, 1.0)
+                lo, hi = (0.0, 1.0) if hi <= lo else (lo, hi)
+                feeds[name] = rng.uniform(lo, hi, size=shape).astype(ex.dtype)
+            elif ex.dtype == np.bool_:
+                feeds[name] = rng.integers(0, 2, size=shape).astype(np.bool_)
+            else:
+                lo, hi = (int(ex.min()), int(ex.max())) if ex.size else (0, 1)
+                feeds[name] = rng.integers(lo, max(hi, lo) + 1, size=shape).astype(ex.dtype)
+        batches.append(feeds)
+    return batches
+
+
+def _tolerance(recipe: Recipe, precision: str) -> tuple[float, float, float | None]:
+    tol = DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
+    atol = recipe.parity.atol if recipe.parity.atol is not None else tol.atol
+    rtol = recipe.parity.rtol if recipe.parity.rtol is not None else tol.rtol
+    min_cos = recipe.parity.min_cosine if recipe.parity.min_cosine is not None else getattr(tol, "min_cosine", None)
+    return atol, rtol, min_cos
+
+
+def _gate(art: Artifact, recipe: Recipe, ref_in: list[dict[str, np.ndarray]],
+          ref_out: list[dict[str, np.ndarray]], eval_data: Mapping[str, np.ndarray] | None,
+          input_names: list[str], failures: list[str]) -> None:
+    from edgesdk.runtimes import load
+
+    atol, rtol, min_cos = _tolerance(recipe, art.precision)
+    with load(art.path) as sess:
+        art.inputs = [s.to_dict() for s in sess.inputs]
+        art.outputs = [s.to_dict() for s in sess.outputs]
+        got = [sess.run(feeds) for feeds in ref_in]
+        result = compare(ref_out, got, atol=atol, rtol=rtol, min_cosine=min_cos)
+        art.parity = result.to_dict()
+        art.parity["batches"] = len(ref_in)
+        if eval_data is not None:
+            art.accuracy = _accuracy(sess, eval_data, input_names)
+    if not result.passed:
+        art.status = "parity_mismatch"
+        failures.append(f"{art.name}: {result.failure_message()}")
+        log.warning("parity failed for %s: %s", art.name, result.failure_message())
+
+
+def _accuracy(session: Any, eval_data: Mapping[str, np.ndarray], input_names: list[str],
+              chunk: int = 256) -> float | None:
+    """Top-1 accuracy in percent of the first output against ``labels``; None without labels."""
+    labels = eval_data.get("labels")
+    if labels is None:
+        return None
+    correct = 0
+    for start in range(0, len(labels), chunk):
+        feeds = {k: np.ascontiguousarray(eval_data[k][start:start + chunk]) for k in input_names}
+        logits = next(iter(session.run(feeds).values()))
+        correct += int((logits.reshape(len(logits), -1).argmax(-1) == labels[start:start + chunk]).sum())
+    return round(100.0 * correct / len(labels), 3)
+
+
+def _benchmark_all(torch_session: Any, artifacts: list[Artifact], recipe: Recipe,
+                   baseline_accuracy: float | None, say: Progress) -> list[dict[str, Any]]:
+    from edgesdk.runtimes import benchmark, load
+
+    cfg = recipe.benchmark
+    rows: list[dict[str, Any]] = []
+    for batch in cfg.batches:
+        say(f"benchmarking PyTorch eager at batch {batch}")
+        base = benchmark(torch_session, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,
+                         duration_s=cfg.duration_s)
+        base.update(artifact="pytorch", format="torch", precision="fp32", size_bytes=None,
+                    accuracy=baseline_accuracy, parity_passed=None, speedup_vs_baseline=1.0)
+        rows.append(base)
+        for art in artifacts:
+            say(f"benchmarking {art.name} at batch {batch}")
+            with load(art.path, threads=cfg.threads) as sess:
+                r = benchmark(sess, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,
+                              duration_s=cfg.duration_s)
+            r.update(artifact=art.name, format=art.format, precision=art.precision,
+                     size_bytes=art.path.stat().st_size, accuracy=art.accuracy,
+                     parity_passed=(art.parity or {}).get("passed"),
+                     speedup_vs_baseline=round(base["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3))
+            rows.append(r)
+    return rows
+
+
+__all__ = ["compress", "Result", "REPORT_SCHEMA_VERSION"]

@@ -1,0 +1,294 @@
+"""The ``edgesdk`` command line. Each command parses flags, builds a recipe or call, runs the API, prints.
+
+Errors from edgesdk print as plain sentences with a non-zero exit; a Python
+traceback appears only with ``--debug``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import EdgeSDKError, InputError
+
+log = logging.getLogger("edgesdk")
+
+
+class _Group(click.Group):
+    """Turns EdgeSDKError into a clean message and exit code; other errors say how to get details."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeSDKError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.secho(f"error: {e.format()}", fg="red", err=True)
+            sys.exit(e.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.secho("interrupted; the output directory was left as it was", err=True)
+            sys.exit(130)
+        except Exception as e:  # an unexpected failure: short message unless --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.secho(f"internal error: {type(e).__name__}: {e}\n(re-run with --debug for the traceback, "
+                        "and please report it)", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only results and errors.")
+@click.version_option(package_name="edgesdk")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """edgesdk: compress PyTorch models, export them verified, run and benchmark them on the device."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(debug=debug, quiet=quiet)
+    level = logging.DEBUG if debug else (logging.ERROR if quiet else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _say(ctx: click.Context) -> Callable[[str], None]:
+    quiet = ctx.obj.get("quiet")
+    return (lambda msg: None) if quiet else (lambda msg: click.secho(f"- {msg}", err=True, dim=True))
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise InputError(f"bad --batch value {text!r}", expected="comma-separated integers, e.g. 1,8,32",
+                         found=text) from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"bad --batch value {text!r}", expected="positive integers, e.g. 1,8,32", found=text)
+    return values
+
+
+def _emit_report(report: dict[str, Any], as_json: bool) -> None:
+    from .report import to_markdown
+
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else to_markdown(report))
+
+
+@main.command()
+@click.argument("model")
+@click.option("--weights", type=click.Path(dir_okay=False), help=".safetensors or a .pt/.pth state dict.")
+@click.option("--input", "input_specs", multiple=True, metavar="NAME:1x3x224x224[:float32]",
+              help="An input name, example shape and dtype (repeatable). Batch is dynamic by default.")
+@click.option("--example-inputs", type=click.Path(dir_okay=False), help=".npz of example inputs (instead of --input).")
+@click.option("--calib", type=click.Path(), help="Data .npz (arrays named like the inputs) used for parity checks.")
+@click.option("--eval-data", type=click.Path(dir_okay=False), help=".npz with the inputs plus `labels`: adds accuracy.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="edgesdk-out", show_default=True)
+@click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), help="YAML recipe; flags override it.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
+@click.option("--targets", help="Comma-separated targets (onnx).")
+@click.option("--opset", type=int, help="ONNX opset (default 18).")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "legacy"]), help="ONNX exporter (default auto).")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim graph simplification.")
+@click.option("--static-batch", is_flag=True, help="Fix the batch dimension instead of making it dynamic.")
+@click.option("--output-name", "output_names", multiple=True, help="Names for the model outputs (repeatable).")
+@click.option("--atol", type=float, help="Parity absolute tolerance (default per precision; fp32 1e-4).")
+@click.option("--rtol", type=float, help="Parity relative tolerance (default per precision; fp32 1e-4).")
+@click.option("--allow-mismatch", is_flag=True, help="Keep artifacts that fail parity (marked in the manifest).")
+@click.option("--no-benchmark", is_flag=True, help="Skip benchmarking the artifacts.")
+@click.option("--batch", "batch_text", help="Benchmark batch sizes, e.g. 1,8,32 (default 1).")
+@click.option("--threads", type=int, help="Threads for the runtimes and the PyTorch baseline.")
+@click.option("--warmup", type=int, help="Warm-up runs per benchmark (default 10).")
+@click.option("--iterations", type=int, help="Timed runs per benchmark (default 100).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def compress(ctx: click.Context, model: str, weights: str | None, input_specs: tuple[str, ...],
+             example_inputs: str | None, calib: str | None, eval_data: str | None, out_dir: str,
+             recipe_file: str | None, dry_run: bool, targets: str | None, opset: int | None, exporter: str | None,
+             no_simplify: bool, static_batch: bool, output_names: tuple[str, ...], atol: float | None,
+             rtol: float | None, allow_mismatch: bool, no_benchmark: bool, batch_text: str | None,
+             threads: int | None, warmup: int | None, iterations: int | None, as_json: bool) -> None:
+    """Export MODEL (path/to/file.py:factory or package.module:factory), verify and benchmark it."""
+    from .recipe import Recipe, apply_options
+
+    recipe = Recipe.from_yaml(recipe_file) if recipe_file else Recipe()
+    flags: dict[str, Any] = {
+        "targets": tuple(t.strip() for t in targets.split(",")) if targets else None,
+        "opset": opset, "exporter": exporter, "simplify": False if no_simplify else None,
+        "dynamic_batch": False if static_batch else None, "atol": atol, "rtol": rtol,
+        "allow_mismatch": True if allow_mismatch else None, "benchmark": False if no_benchmark else None,
+        "batches": _batches(batch_text) if batch_text else None, "threads": threads, "warmup": warmup,
+        "iterations": iterations,
+    }
+    recipe = apply_options(recipe, **{k: v for k, v in flags.items() if v is not None})
+    if not input_specs and not example_inputs:
+        raise InputError("no model inputs given", expected="--input NAME:1x3x224x224[:dtype] or --example-inputs FILE.npz",
+                         hint="e.g. --input x:1x1x8x8")
+    if input_specs and example_inputs:
+        raise InputError("give either --input or --example-inputs, not both")
+    if dry_run:
+        click.echo(json.dumps({"model": model, "weights": weights, "inputs": list(input_specs) or example_inputs,
+                               "out": out_dir, "recipe": recipe.to_dict()}, indent=2))
+        return
+
+    from .intake import build_model, load_npz, load_weights, parse_input_spec
+
+    specs = [parse_input_spec(s) for s in input_specs]
+    say = _say(ctx)
+    say(f"building {model}")
+    net = build_model(model)
+    if weights:
+        load_weights(net, weights)
+    import torch
+
+    if specs:
+        gen = torch.Generator().manual_seed(0)
+        examples = {}
+        for s in specs:
+            dt = getattr(torch, s.dtype)
+            examples[s.name] = (torch.rand(s.shape, generator=gen).to(dt) if dt.is_floating_point
+                                else torch.zeros(s.shape, dtype=dt))
+    else:
+        examples = {k: torch.from_numpy(v) for k, v in load_npz(example_inputs, what="example inputs").items()}
+    calib_data = load_npz(calib, what="calibration data") if calib else None
+    eval_arrays = load_npz(eval_data, what="eval data") if eval_data else None
+    if eval_arrays is not None and "labels" not in eval_arrays:
+        say("eval data has no `labels` array: accuracy will not be measured")
+    from .api import compress as run_compress
+
+    result = run_compress(net, examples, recipe, out_dir=out_dir, calib_data=calib_data, eval_data=eval_arrays,
+                          output_names=list(output_names) or None, progress=say)
+    _emit_report(result.report, as_json)
+    if not as_json and not ctx.obj.get("quiet"):
+        click.echo(f"wrote {result.out_dir} ({', '.join(a.name for a in result.artifacts)}, manifest.json, "
+                   "report.json, report.md)")
+    if not result.passed:
+        click.secho("warning: some artifacts failed the parity gate and were kept because of --allow-mismatch",
+                    fg="yellow", err=True)
+        sys.exit(3)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--backend", default="auto", show_default=True, help="Force a backend (onnxruntime, ...).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@click.option("--threads", type=int, help="Intra-op threads.")
+@click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes, e.g. 1,8,32.")
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--iterations", type=int, default=100, show_default=True)
+@click.option("--duration", "duration_s", type=float, help="Run for S seconds instead of --iterations.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write report.json here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: str, threads: int | None,
+              batch_text: str, warmup: int, iterations: int, duration_s: float | None, output: str | None,
+              as_json: bool) -> None:
+    """Benchmark artifact files or artifact directories on this device."""
+    from .atomic import write_json
+    from .benchmarking import benchmark_paths
+
+    if iterations < 1 or warmup < 0:
+        raise InputError("--iterations must be >= 1 and --warmup >= 0", found=f"{iterations}, {warmup}")
+    report = benchmark_paths(list(paths), backend=backend, threads=threads, batches=_batches(batch_text),
+                             warmup=warmup, iterations=iterations, duration_s=duration_s, device=device,
+                             progress=_say(ctx))
+    if output:
+        write_json(output, report)
+    _emit_report(report, as_json)
+
+
+@main.command("run")
+@click.argument("artifact", type=click.Path())
+@click.option("--inputs", "inputs_file", required=True, type=click.Path(dir_okay=False), help=".npz of named inputs.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write outputs to this .npz.")
+@click.option("--backend", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print output summaries as JSON.")
+def run_cmd(artifact: str, inputs_file: str, output: str | None, backend: str, as_json: bool) -> None:
+    """Run ARTIFACT on the arrays in --inputs and print (or save) the outputs."""
+    import io
+
+    import numpy as np
+
+    from .atomic import write_bytes
+    from .intake import load_npz
+    from edgesdk.runtimes import load
+
+    feeds = load_npz(inputs_file, what="inputs")
+    with load(artifact, backend=backend) as sess:
+        outputs = sess.run(feeds)
+    if output:
+        buf = io.BytesIO()
+        np.savez(buf, **outputs)
+        write_bytes(output, buf.getvalue())
+    summary = {name: {"shape": list(a.shape), "dtype": str(a.dtype),
+                      "mean": float(a.mean()) if a.size and np.issubdtype(a.dtype, np.number) else None,
+                      "argmax": a.reshape(len(a), -1).argmax(-1).tolist() if a.ndim >= 2 and a.size else None}
+               for name, a in outputs.items()}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        for name, s in summary.items():
+            click.echo(f"{name}: {s['dtype']} {tuple(s['shape'])}" + (f" argmax={s['argmax']}" if s["argmax"] else ""))
+        if output:
+            click.echo(f"wrote {output}")
+
+
+@main.command("inspect")
+@click.argument("artifact", type=click.Path())
+@click.option("--json", "as_json", is_flag=True)
+def inspect_cmd(artifact: str, as_json: bool) -> None:
+    """Show an artifact's format, inputs/outputs, opset, size and op histogram."""
+    from edgesdk.runtimes import inspect_artifact
+
+    info = inspect_artifact(artifact)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    for key in ("path", "format", "size_bytes", "sha256", "opset", "ir_version", "producer", "node_count",
+                "parameters"):
+        if info.get(key) is not None:
+            click.echo(f"{key:12} {info[key]}")
+    for kind in ("inputs", "outputs"):
+        for t in info.get(kind, []):
+            click.echo(f"{kind[:-1]:12} {t['name']}: {t['dtype']} {list(t['shape'])}")
+    ops = info.get("ops") or {}
+    if ops:
+        click.echo("ops         " + ", ".join(f"{k}×{v}" for k, v in ops.items()))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json: bool) -> None:
+    """List the runtime backends usable here, their versions, devices and CPU features."""
+    from edgesdk.runtimes import backend_status, device_fingerprint
+
+    status, fp = backend_status(), device_fingerprint()
+    if as_json:
+        click.echo(json.dumps({"backends": status, "device": fp}, indent=2, default=str))
+        return
+    click.echo(f"CPU: {fp.get('cpu_model')} ({fp.get('cores')} cores); ISA: {', '.join(fp.get('isa') or []) or '-'}")
+    click.echo(f"GPU: {fp.get('gpu') or 'none found'}" + (f"; Jetson: {fp['jetson']}" if fp.get("jetson") else ""))
+    click.echo(f"OS: {fp.get('os')}; Python {fp.get('python')}")
+    for b in status:
+        mark = click.style("ok", fg="green") if b.get("available") else click.style("missing", fg="yellow")
+        extra = b.get("detail") or ""
+        line = f"  {b['name']:12} {mark:>8}  {b.get('version') or ''}  {extra}"
+        if not b.get("available") and b.get("install"):
+            line += f"  -> {b['install']}"
+        click.echo(line.rstrip())
+
+
+@main.command("report")
+@click.argument("report_file", type=click.Path())
+@click.option("--json", "as_json", is_flag=True)
+def report_cmd(report_file: str, as_json: bool) -> None:
+    """Print the table of a report.json again."""
+    from .report import load_report
+
+    _emit_report(load_report(report_file), as_json)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,213 @@
+"""Model intake: factories, weights, input specs and data files.
+
+Example::
+
+    model = load_factory("examples/digits/model.py:build")()
+    load_weights(model, "weights.safetensors")
+    specs = [parse_input_spec("x:1x1x8x8")]
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import InputError, ModelLoadError
+
+_DTYPES = {"float32", "float16", "float64", "bfloat16", "int64", "int32", "int8", "uint8", "bool"}
+_SPEC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-]*):(?P<shape>[^:]+)(?::(?P<dtype>\w+))?$")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """An input from ``--input NAME:1x3x224x224[:float32]``."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+def parse_input_spec(text: str) -> InputSpec:
+    """Parse ``NAME:DIMxDIM...[:dtype]``; e.g. ``x:1x3x224x224:float32``."""
+    m = _SPEC_RE.match(text.strip())
+    fmt = "NAME:DIMxDIM...[:dtype], e.g. x:1x3x224x224:float32"
+    if not m:
+        raise InputError(f"malformed --input spec {text!r}", expected=fmt, found=repr(text))
+    dims = m.group("shape").lower().split("x")
+    try:
+        shape = tuple(int(d) for d in dims)
+    except ValueError:
+        raise InputError(f"malformed --input spec {text!r}: dimensions must be integers", expected=fmt,
+                         found=f"dimensions {dims}",
+                         hint="give the example batch as an integer (batch is dynamic by default)") from None
+    if any(d < 1 for d in shape):
+        raise InputError(f"malformed --input spec {text!r}: dimensions must be >= 1", expected=fmt,
+                         found=str(shape))
+    dtype = m.group("dtype") or "float32"
+    if dtype not in _DTYPES:
+        raise InputError(f"unknown dtype in --input spec {text!r}", expected=" | ".join(sorted(_DTYPES)),
+                         found=dtype)
+    return InputSpec(m.group("name"), shape, dtype)
+
+
+def load_factory(ref: str) -> Callable[..., Any]:
+    """Resolve ``path/to/file.py:factory`` or ``package.module:factory`` to a callable."""
+    if ":" not in ref:
+        raise ModelLoadError(f"model reference {ref!r} names no factory",
+                             expected="path/to/file.py:factory or package.module:factory",
+                             found=ref, hint="append ':build' (the function that returns your nn.Module)")
+    mod_ref, _, attr = ref.rpartition(":")
+    if mod_ref.endswith(".py") or "/" in mod_ref or "\\" in mod_ref:
+        path = Path(mod_ref)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}", expected="an existing .py file",
+                                 hint="check the path (relative to the current directory)")
+        name = f"edgesdk_user_model_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ModelLoadError(f"cannot import {path}", expected="a Python source file")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        except Exception as e:  # user code can raise anything
+            sys.modules.pop(name, None)
+            raise ModelLoadError(f"importing {path} failed", found=f"{type(e).__name__}: {e}",
+                                 hint="run `python {path}` to see the error in your code") from e
+        finally:
+            sys.path.pop(0)
+    else:
+        try:
+            module = importlib.import_module(mod_ref)
+        except Exception as e:
+            raise ModelLoadError(f"cannot import module {mod_ref!r}", found=f"{type(e).__name__}: {e}",
+                                 hint="check the module is installed or give a file path like models/net.py:build") from e
+    fn = getattr(module, attr, None)
+    if fn is None:
+        names = sorted(n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_"))
+        raise ModelLoadError(f"{mod_ref} has no attribute {attr!r}", expected="a factory returning an nn.Module",
+                             found=f"callables: {', '.join(names[:12]) or 'none'}")
+    if not callable(fn):
+        raise ModelLoadError(f"{ref} is not callable", found=type(fn).__name__)
+    return fn
+
+
+def build_model(ref: str) -> Any:
+    """Call the factory and check it returns an ``nn.Module`` (in eval mode)."""
+    import torch
+
+    fn = load_factory(ref)
+    try:
+        model = fn()
+    except Exception as e:
+        raise ModelLoadError(f"calling the factory {ref} failed", found=f"{type(e).__name__}: {e}",
+                             hint="the factory must be callable with no arguments") from e
+    if not isinstance(model, torch.nn.Module):
+        raise ModelLoadError(f"the factory {ref} did not return a torch.nn.Module",
+                             expected="torch.nn.Module", found=type(model).__name__)
+    return model.eval()
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """Read weights without unpickling objects: safetensors, or torch.load(weights_only=True)."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"weights file not found: {p}", hint="check the --weights path")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(p))
+        except Exception as e:
+            raise ModelLoadError(f"cannot read safetensors file {p}", found=f"{type(e).__name__}: {e}",
+                                 hint="the file may be truncated or not a safetensors file") from e
+    if p.suffix not in (".pt", ".pth", ".bin", ".ckpt"):
+        raise ModelLoadError(f"unknown weights format: {p.name}", expected=".safetensors, .pt, .pth",
+                             found=p.suffix or "no extension")
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = str(e)
+        if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+            raise ModelLoadError(
+                f"{p} is a pickled object, not a plain state dict; edgesdk does not unpickle arbitrary objects",
+                expected="a state dict (torch.save(model.state_dict(), path)) or a .safetensors file",
+                found=msg.splitlines()[0][:300],
+                hint="re-save with `torch.save(model.state_dict(), 'w.pt')` or safetensors.torch.save_file",
+            ) from e
+        if isinstance(e, (zipfile.BadZipFile, EOFError)) or "zip" in msg.lower() or "pickle" in msg.lower():
+            raise ModelLoadError(f"{p} is not a readable PyTorch checkpoint", found=msg.splitlines()[0][:300],
+                                 hint="the file may be truncated or a Git LFS pointer") from e
+        raise ModelLoadError(f"cannot read weights {p}", found=f"{type(e).__name__}: {msg[:300]}") from e
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{p} does not hold a state dict of tensors", found=type(obj).__name__,
+                             hint="save model.state_dict() rather than the model or a training checkpoint")
+    return obj
+
+
+def load_weights(model: Any, path: str | Path) -> None:
+    """Load weights strictly; list missing/unexpected keys and shape mismatches in one error."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: model {tuple(own[k].shape)} vs file {tuple(state[k].shape)}"
+                  for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}"
+                         f"{' ...' if len(unexpected) > 8 else ''}")
+        if mismatched:
+            parts.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched[:8])}")
+        raise ModelLoadError(f"weights {path} do not fit the model", expected="the same keys and shapes as the model",
+                             found="\n            ".join(parts),
+                             hint="check the factory arguments match the ones used for training")
+    model.load_state_dict(state, strict=True)
+
+
+def load_npz(path: str | Path, *, what: str = "inputs") -> dict[str, np.ndarray]:
+    """Read an .npz file of named arrays (never with allow_pickle)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise InputError(f"{what} file {p} is not a readable .npz of arrays", found=f"{type(e).__name__}: {e}",
+                         hint="write it with numpy.savez(path, x=array, ...)") from e
+
+
+def check_feeds_match(data: dict[str, np.ndarray], example: dict[str, np.ndarray], *, what: str) -> None:
+    """Data arrays must have the example inputs' names, dtypes and non-batch dims; no NaN/Inf."""
+    problems = []
+    for name, ref in example.items():
+        if name not in data:
+            problems.append(f"{name}: missing (expected {ref.dtype} {('N',) + ref.shape[1:]})")
+            continue
+        arr = data[name]
+        if arr.dtype != ref.dtype:
+            problems.append(f"{name}: dtype {arr.dtype}, expected {ref.dtype}")
+        if arr.ndim != ref.ndim or arr.shape[1:] != ref.shape[1:]:
+            problems.append(f"{name}: shape {arr.shape}, expected (N, {', '.join(map(str, ref.shape[1:]))})")
+        elif np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            problems.append(f"{name}: {int((~np.isfinite(arr)).sum())} NaN/Inf values")
+    if problems:
+        raise InputError(f"{what} do not match the model inputs", expected=", ".join(
+            f"{n}: {a.dtype} (N, {', '.join(map(str, a.shape[1:]))})" for n, a in example.items()),
+            found="; ".join(problems), hint=f"fix the {what} file (arrays named like the inputs)")

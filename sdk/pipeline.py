@@ -1,0 +1,111 @@
+"""Artifacts and stages.
+
+A stage takes the model context and the previous artifact, writes its own
+file(s) under the staging directory and returns a new :class:`Artifact`.
+Stages are registered by name in ``STAGES`` (a dict, not an if/elif chain).
+
+Example::
+
+    @register_stage("export_onnx")
+    def export_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact: ...
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from .atomic import sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Artifact:
+    """One file produced by a stage, with everything the manifest records about it."""
+
+    name: str
+    path: Path
+    format: str
+    precision: str
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    parity: dict[str, Any] | None = None
+    accuracy: float | None = None
+    stage: str = ""
+    parent: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+
+    def to_manifest(self, root: Path) -> dict[str, Any]:
+        """The manifest entry; paths are relative to the output dir."""
+        return {
+            "name": self.name,
+            "path": self.path.relative_to(root).as_posix() if self.path.is_absolute() else str(self.path),
+            "format": self.format,
+            "precision": self.precision,
+            "sha256": sha256_file(self.path),
+            "size_bytes": self.path.stat().st_size,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "parity": self.parity,
+            "accuracy": self.accuracy,
+            "stage": self.stage,
+            "parent": self.parent,
+            "status": self.status,
+            "meta": self.meta,
+        }
+
+
+@dataclass
+class StageContext:
+    """What every stage can read: the model, inputs, recipe and the staging dir."""
+
+    model: Any
+    example_inputs: dict[str, Any]
+    recipe: Any
+    workdir: Path
+    output_names: list[str]
+    records: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    def __call__(self, ctx: StageContext, parent: Artifact | None) -> Artifact: ...
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(name: str) -> Callable[[Stage], Stage]:
+    """Decorator: make a stage available to recipes under ``name``."""
+
+    def deco(fn: Stage) -> Stage:
+        STAGES[name] = fn
+        return fn
+
+    return deco
+
+
+def run_stages(names: list[str], ctx: StageContext,
+               on_artifact: Callable[[Artifact], None] | None = None) -> list[Artifact]:
+    """Run stages in order; each gets the previous artifact. Times are recorded in ``meta``."""
+    artifacts: list[Artifact] = []
+    parent: Artifact | None = None
+    for name in names:
+        stage = STAGES.get(name)
+        if stage is None:
+            from .errors import InputError
+
+            raise InputError(f"unknown stage {name!r}", expected=", ".join(sorted(STAGES)), found=name)
+        t0 = time.perf_counter()
+        art = stage(ctx, parent)
+        art.stage = name
+        art.meta.setdefault("stage_time_s", round(time.perf_counter() - t0, 3))
+        log.info("stage %s -> %s (%.1fs)", name, art.path.name, art.meta["stage_time_s"])
+        if on_artifact is not None:
+            on_artifact(art)
+        artifacts.append(art)
+        parent = art
+    return artifacts

@@ -1,0 +1,208 @@
+"""The recipe: everything a ``compress`` run does, as one frozen dataclass.
+
+CLI flags and YAML files only build a recipe; the API runs it. ``to_dict`` and
+``from_dict`` round-trip, and unknown keys are an error rather than ignored.
+
+Example::
+
+    r = Recipe(opset=18, targets=("onnx",))
+    assert Recipe.from_dict(r.to_dict()) == r
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+SCHEMA_VERSION = 1
+KNOWN_TARGETS = ("onnx",)
+EXPORTERS = ("auto", "dynamo", "legacy")
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    """Parity gate settings; tolerances default per precision (see edgesdk.parity)."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float | None = None
+    batches: int = 16
+    batch_size: int = 4
+    allow_mismatch: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Benchmark settings used after every artifact is written."""
+
+    enabled: bool = True
+    batches: tuple[int, ...] = (1,)
+    threads: int | None = None
+    warmup: int = 10
+    iterations: int = 100
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """ONNX export settings."""
+
+    opset: int = 18
+    exporter: str = "auto"
+    simplify: bool = True
+    dynamic_batch: bool = True
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a compress run does. Build it from flags, YAML or code; it is data."""
+
+    targets: tuple[str, ...] = ("onnx",)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    parity: ParityConfig = field(default_factory=ParityConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise InputError naming the bad field."""
+        bad = [t for t in self.targets if t not in KNOWN_TARGETS]
+        if bad or not self.targets:
+            raise InputError("unknown target in recipe", expected=f"one or more of {', '.join(KNOWN_TARGETS)}",
+                             found=", ".join(bad) or "no targets", hint="fix --targets or 'targets:' in the recipe")
+        if self.export.exporter not in EXPORTERS:
+            raise InputError("unknown exporter", expected=" | ".join(EXPORTERS), found=repr(self.export.exporter))
+        if not 7 <= self.export.opset <= 23:
+            raise InputError("opset out of range", expected="an ONNX opset between 7 and 23 (default 18)",
+                             found=str(self.export.opset))
+        if self.parity.batches < 0 or self.parity.batch_size < 1:
+            raise InputError("parity batches must be >= 0 and batch size >= 1",
+                             found=f"batches={self.parity.batches}, batch_size={self.parity.batch_size}")
+        for name in ("atol", "rtol"):
+            v = getattr(self.parity, name)
+            if v is not None and v < 0:
+                raise InputError(f"parity {name} must be >= 0", found=str(v))
+        if any(b < 1 for b in self.benchmark.batches) or not self.benchmark.batches:
+            raise InputError("benchmark batch sizes must be positive integers",
+                             found=",".join(map(str, self.benchmark.batches)))
+        if self.benchmark.iterations < 1 or self.benchmark.warmup < 0:
+            raise InputError("benchmark needs iterations >= 1 and warmup >= 0",
+                             found=f"iterations={self.benchmark.iterations}, warmup={self.benchmark.warmup}")
+
+    @property
+    def stages(self) -> list[str]:
+        """The stage names this recipe runs, in order."""
+        return [f"export_{t}" for t in self.targets]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["schema_version"] = SCHEMA_VERSION
+        d["stages"] = self.stages
+        return _lists(d)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        """Build a recipe from a dict; unknown keys raise InputError."""
+        data = dict(data)
+        data.pop("schema_version", None)
+        data.pop("stages", None)
+        sections = {"export": ExportConfig, "parity": ParityConfig, "benchmark": BenchmarkConfig}
+        kwargs: dict[str, Any] = {}
+        _check_keys("recipe", data, {f.name for f in fields(cls)})
+        for key, value in data.items():
+            if key in sections:
+                if not isinstance(value, dict):
+                    raise InputError(f"recipe section '{key}' must be a mapping", found=type(value).__name__)
+                sec = sections[key]
+                _check_keys(f"recipe.{key}", value, {f.name for f in fields(sec)})
+                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+                kwargs[key] = sec(**value)
+            elif key == "targets":
+                kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else tuple(str(value).split(","))
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Recipe":
+        """Load a recipe from a YAML file."""
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"recipe file not found: {p}", hint="check the --recipe path")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"recipe file {p} is not valid YAML", found=str(e).splitlines()[0]) from e
+        if not isinstance(data, dict):
+            raise InputError(f"recipe file {p} must hold a mapping", found=type(data).__name__)
+        return cls.from_dict(data)
+
+    def replace(self, **sections: dict[str, Any]) -> "Recipe":
+        """Return a copy with fields of sections overridden, e.g. ``replace(export={"opset": 17})``."""
+        kwargs: dict[str, Any] = {}
+        for key, value in sections.items():
+            current = getattr(self, key)
+            kwargs[key] = dataclasses.replace(current, **value) if dataclasses.is_dataclass(current) else value
+        return dataclasses.replace(self, **kwargs)
+
+
+def _check_keys(where: str, data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InputError(f"unknown key(s) in {where}: {', '.join(unknown)}",
+                         expected=f"keys among {', '.join(sorted(allowed))}",
+                         found=", ".join(unknown), hint="fix the spelling or remove the key")
+
+
+def _lists(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_lists(v) for v in obj]
+    return obj
+
+
+# Flat option names accepted by ``edgesdk.compress(**options)`` and mapped onto recipe sections.
+FLAT_OPTIONS: dict[str, tuple[str, str]] = {
+    "opset": ("export", "opset"),
+    "exporter": ("export", "exporter"),
+    "simplify": ("export", "simplify"),
+    "dynamic_batch": ("export", "dynamic_batch"),
+    "atol": ("parity", "atol"),
+    "rtol": ("parity", "rtol"),
+    "min_cosine": ("parity", "min_cosine"),
+    "allow_mismatch": ("parity", "allow_mismatch"),
+    "parity_batches": ("parity", "batches"),
+    "parity_batch_size": ("parity", "batch_size"),
+    "seed": ("parity", "seed"),
+    "benchmark": ("benchmark", "enabled"),
+    "batches": ("benchmark", "batches"),
+    "threads": ("benchmark", "threads"),
+    "warmup": ("benchmark", "warmup"),
+    "iterations": ("benchmark", "iterations"),
+    "duration_s": ("benchmark", "duration_s"),
+}
+
+
+def apply_options(recipe: Recipe, **options: Any) -> Recipe:
+    """Override recipe fields with flat options, e.g. ``apply_options(r, opset=17, benchmark=False)``."""
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in options.items():
+        if key == "targets":
+            recipe = dataclasses.replace(recipe, targets=tuple(value))
+            continue
+        if key not in FLAT_OPTIONS:
+            raise InputError(f"unknown option {key!r}", expected=", ".join(sorted([*FLAT_OPTIONS, "targets"])),
+                             found=key)
+        section, name = FLAT_OPTIONS[key]
+        if isinstance(value, list):
+            value = tuple(value)
+        sections.setdefault(section, {})[name] = value
+    return recipe.replace(**sections) if sections else recipe
