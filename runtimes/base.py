@@ -1,0 +1,199 @@
+"""The Session template every backend follows (Polygraphy's runner shape).
+
+The constructor is cheap; ``load()`` allocates; ``run(feeds)`` validates the
+feeds and then calls the backend's ``_run_impl``; ``close()`` frees. Backends
+override only the ``_impl`` methods and ``inputs``/``outputs``.
+
+Example::
+
+    with OrtSession("model.onnx", threads=2) as sess:
+        out = sess.run({"x": np.zeros((1, 3, 224, 224), np.float32)})
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgesdk.errors import FeedError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, numpy dtype name and shape of a model input or output; dynamic dims are strings."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    def describe(self) -> str:
+        return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
+
+
+class _Check:
+    """Precomputed per-input checks so the fast path costs a few attribute reads."""
+
+    __slots__ = ("name", "dtype", "ndim", "fixed")
+
+    def __init__(self, spec: TensorSpec) -> None:
+        self.name = spec.name
+        self.dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else None
+        self.ndim = len(spec.shape)
+        self.fixed = tuple((i, d) for i, d in enumerate(spec.shape) if isinstance(d, int) and d >= 0)
+
+
+class Session:
+    """Base class of every runtime backend. Thread-safe ``run``; context manager."""
+
+    backend: str = "base"
+
+    def __init__(self, path: str | Path | None = None, *, threads: int | None = None, device: str = "auto",
+                 **options: Any) -> None:
+        self.path = Path(path) if path is not None else None
+        self.threads = threads
+        self.device = device
+        self.options = options
+        self.load_time_s: float | None = None
+        self._loaded = False
+        self._load_lock = threading.Lock()
+        self._checks: tuple[_Check, ...] = ()
+        self._names: frozenset[str] = frozenset()
+
+    # -- backend hooks ---------------------------------------------------------------
+    def _load_impl(self) -> None:
+        raise NotImplementedError
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _close_impl(self) -> None:
+        pass
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        raise NotImplementedError
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        raise NotImplementedError
+
+    # -- template --------------------------------------------------------------------
+    def load(self) -> "Session":
+        """Allocate the backend session (idempotent, thread-safe)."""
+        if self._loaded:
+            return self
+        with self._load_lock:
+            if not self._loaded:
+                t0 = time.perf_counter()
+                self._load_impl()
+                self.load_time_s = time.perf_counter() - t0
+                self._checks = tuple(_Check(s) for s in self.inputs)
+                self._names = frozenset(c.name for c in self._checks)
+                self._loaded = True
+        return self
+
+    def run(self, feeds: Mapping[str, Any], *, check_finite: bool = False) -> dict[str, np.ndarray]:
+        """Validate ``feeds`` (name -> array) and run; returns name -> array."""
+        if not self._loaded:
+            self.load()
+        if not isinstance(feeds, dict):
+            feeds = dict(feeds) if isinstance(feeds, Mapping) else self._not_a_mapping(feeds)
+        ok = len(feeds) == len(self._checks)
+        if ok:
+            for c in self._checks:
+                a = feeds.get(c.name)
+                if (a.__class__ is not np.ndarray or a.dtype != c.dtype or a.ndim != c.ndim
+                        or not a.flags.c_contiguous):
+                    ok = False
+                    break
+                for i, d in c.fixed:
+                    if a.shape[i] != d:
+                        ok = False
+                        break
+                if not ok:
+                    break
+        if not ok:
+            feeds = self._validate(feeds)
+        if check_finite:
+            self._check_finite(feeds)
+        return self._run_impl(feeds)
+
+    __call__ = run
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (GPU backends override); called by the benchmark loop."""
+
+    def close(self) -> None:
+        """Free the backend session; the object can be loaded again."""
+        if self._loaded:
+            self._close_impl()
+            self._loaded = False
+
+    def __enter__(self) -> "Session":
+        return self.load()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path) if self.path else ''!r}, backend={self.backend!r})"
+
+    # -- slow path: explain everything that is wrong in one error -------------------
+    def _not_a_mapping(self, feeds: Any) -> dict[str, Any]:
+        raise FeedError(f"{self._who()}: feeds must be a dict of input name -> numpy array",
+                        expected=self._expected(), found=type(feeds).__name__,
+                        hint="call run({'name': array, ...})")
+
+    def _who(self) -> str:
+        return f"{self.backend} session for {self.path.name if self.path else 'model'}"
+
+    def _expected(self) -> str:
+        return ", ".join(f"{s.name}: {s.describe()}" for s in self.inputs)
+
+    def _validate(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        problems: list[str] = []
+        names = set(feeds)
+        for missing in sorted(self._names - names):
+            problems.append(f"{missing}: missing")
+        for extra in sorted(names - self._names):
+            problems.append(f"{extra}: not an input of this model")
+        clean: dict[str, np.ndarray] = {}
+        by_name = {s.name: s for s in self.inputs}
+        for c in self._checks:
+            if c.name not in feeds:
+                continue
+            a = feeds[c.name]
+            spec = by_name[c.name]
+            if not isinstance(a, np.ndarray):
+                problems.append(f"{c.name}: got a {type(a).__name__}, expected a numpy array {spec.describe()} "
+                                "(wrap it with np.asarray(..., dtype=...))")
+                continue
+            if c.dtype is not None and a.dtype != c.dtype:
+                problems.append(f"{c.name}: dtype {a.dtype}, expected {c.dtype} (use .astype(np.{c.dtype}))")
+            if a.ndim != c.ndim:
+                problems.append(f"{c.name}: rank {a.ndim} {tuple(a.shape)}, expected rank {c.ndim} {spec.describe()}")
+            else:
+                bad = [f"dim {i} is {a.shape[i]}, expected {d}" for i, d in c.fixed if a.shape[i] != d]
+                if bad:
+                    problems.append(f"{c.name}: shape {tuple(a.shape)}: {'; '.join(bad)}")
+            clean[c.name] = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+        if problems:
+            raise FeedError(f"{self._who()}: the feeds do not match the model inputs",
+                            expected=self._expected(),
+                            found="\n            ".join(problems),
+                            hint="fix the listed inputs; `edgesdk inspect MODEL` shows what the model takes")
+        return clean
+
+    def _check_finite(self, feeds: dict[str, np.ndarray]) -> None:
+        bad = [f"{k}: {int((~np.isfinite(v)).sum())} NaN/Inf values" for k, v in feeds.items()
+               if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
+        if bad:
+            raise FeedError(f"{self._who()}: non-finite values in the feeds (check_finite=True)",
+                            found="; ".join(bad), hint="clean the inputs or call run without check_finite")

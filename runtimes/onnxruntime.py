@@ -1,0 +1,103 @@
+"""ONNX Runtime backend: CPU EP everywhere; CUDA / TensorRT EPs when the installed onnxruntime offers them."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from edgesdk.errors import ArtifactError, BackendUnavailableError
+
+from .base import Session, TensorSpec
+from .formats import describe_bytes, detect_format, read_head
+
+log = logging.getLogger(__name__)
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32",
+    "tensor(int16)": "int16", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+}
+_GPU_EPS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def _spec(node: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else (d or f"dim{i}") for i, d in enumerate(node.shape or ()))
+    return TensorSpec(node.name, _ORT_TYPES.get(node.type, node.type), shape)
+
+
+def choose_providers(device: str, available: list[str]) -> list[str]:
+    """Execution providers for ``device`` ("auto", "cpu", "cuda", "tensorrt") from those available."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "auto":
+        return [p for p in _GPU_EPS if p in available] + ["CPUExecutionProvider"]
+    wanted = {"cuda": ["CUDAExecutionProvider"], "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]}
+    if device not in wanted:
+        raise BackendUnavailableError(f"unknown device {device!r} for onnxruntime",
+                                      expected="auto, cpu, cuda or tensorrt", found=device)
+    eps = [p for p in wanted[device] if p in available]
+    if not eps:
+        raise BackendUnavailableError(f"onnxruntime here has no {wanted[device][0]}",
+                                      expected=f"device={device} needs onnxruntime-gpu and an NVIDIA GPU",
+                                      found=f"providers: {', '.join(available)}",
+                                      hint="pip install onnxruntime-gpu (instead of onnxruntime), or use device='cpu'")
+    return eps + ["CPUExecutionProvider"]
+
+
+class OrtSession(Session):
+    """An onnxruntime.InferenceSession behind the Session API. ``run`` is thread-safe (ORT's own guarantee)."""
+
+    backend = "onnxruntime"
+    _in: list[TensorSpec] | None = None
+    _out: list[TensorSpec] | None = None
+
+    def _load_impl(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise BackendUnavailableError("onnxruntime is not installed", hint="pip install 'edgesdk[onnx]'") from e
+        assert self.path is not None
+        fmt = detect_format(self.path)
+        if fmt != "onnx":
+            raise ArtifactError(f"{self.path} is a {fmt} file, not ONNX; onnxruntime cannot run it",
+                                expected="an .onnx model", found=describe_bytes(read_head(self.path)),
+                                hint="let load() pick the backend (backend='auto')")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        self.providers = choose_providers(self.device, ort.get_available_providers())
+        try:
+            self._sess = ort.InferenceSession(str(self.path), so, providers=self.providers)
+        except Exception as e:  # onnxruntime raises its own pybind exception types
+            first = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"onnxruntime cannot load {self.path}", expected="a complete, valid ONNX model",
+                                found=f"{type(e).__name__}: {first}",
+                                hint="the file may be truncated or corrupt; re-export it, or check it with "
+                                     "`edgesdk inspect`") from e
+        self.providers = self._sess.get_providers()
+        self._in = [_spec(i) for i in self._sess.get_inputs()]
+        self._out = [_spec(o) for o in self._sess.get_outputs()]
+        self._out_names = [o.name for o in self._out]
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._out_names, self._sess.run(self._out_names, feeds)))
+
+    def _close_impl(self) -> None:
+        self._sess = None
+        self._in = self._out = None
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        if self._in is None:
+            self.load()
+        return list(self._in or [])
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        if self._out is None:
+            self.load()
+        return list(self._out or [])

@@ -1,0 +1,124 @@
+"""Backend registry: name -> "module:Class" strings, imported on first use.
+
+Adding a backend means one file and one line here.
+
+Example::
+
+    sess = load("out/")                      # an artifact dir: the first artifact a backend here can run
+    sess = load("model.onnx", backend="onnxruntime", threads=2)
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from edgesdk.errors import ArtifactError, BackendUnavailableError
+
+from .base import Session
+from .formats import detect_format
+
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "edgesdk.runtimes.onnxruntime:OrtSession",
+    "torch": "edgesdk.runtimes.torch:TorchSession",
+}
+# The Python package each backend needs, and how to install it.
+REQUIRES: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("onnxruntime", "pip install 'edgesdk[onnx]'"),
+    "torch": ("torch", "pip install 'edgesdk[compress]'"),
+}
+# Which backends can run each file format, in order of preference.
+FORMAT_BACKENDS: dict[str, list[str]] = {"onnx": ["onnxruntime"], "tflite": [], "engine": [], "openvino": []}
+_PLANNED = {"tflite": "LiteRT (ai-edge-litert)", "engine": "TensorRT", "openvino": "OpenVINO"}
+
+
+def _installed(backend: str) -> bool:
+    module = REQUIRES[backend][0]
+    return importlib.util.find_spec(module) is not None
+
+
+def backend_class(name: str) -> type[Session]:
+    """Import and return the Session class for a backend name."""
+    if name not in BACKENDS:
+        raise BackendUnavailableError(f"unknown backend {name!r}", expected=", ".join(sorted(BACKENDS)), found=name)
+    if not _installed(name):
+        raise BackendUnavailableError(f"the {name} backend is not installed", found=f"no module {REQUIRES[name][0]}",
+                                      hint=REQUIRES[name][1])
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _from_dir(path: Path, artifact: str | None) -> Path:
+    manifest = path / "manifest.json"
+    if not manifest.is_file():
+        raise ArtifactError(f"{path} is a directory without manifest.json",
+                            expected="a model file, or a directory written by `edgesdk compress`")
+    try:
+        entries = json.loads(manifest.read_text()).get("artifacts", [])
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ArtifactError(f"{manifest} is not a valid edgesdk manifest", found=str(e)) from e
+    names = [e.get("name") for e in entries]
+    for e in entries:
+        if artifact is not None and e.get("name") != artifact:
+            continue
+        if artifact is not None or FORMAT_BACKENDS.get(e.get("format"), []):
+            return path / e["path"]
+    raise ArtifactError(f"no runnable artifact in {path}" + (f" named {artifact!r}" if artifact else ""),
+                        found=f"artifacts: {', '.join(map(str, names)) or 'none'}",
+                        hint="pass artifact=NAME, or install the backend for these formats (`edgesdk doctor`)")
+
+
+def load(path: str | Path, backend: str = "auto", threads: int | None = None, device: str = "auto",
+         *, artifact: str | None = None, **options: Any) -> Session:
+    """Open ``path`` (a model file or an artifact directory) with a backend and return the loaded Session."""
+    p = Path(path)
+    if p.is_dir():
+        p = _from_dir(p, artifact)
+    fmt = detect_format(p)
+    if backend == "auto":
+        candidates = FORMAT_BACKENDS.get(fmt, [])
+        usable = [b for b in candidates if _installed(b)]
+        if not usable:
+            if candidates:
+                raise BackendUnavailableError(f"no backend installed for {fmt} files like {p.name}",
+                                              hint=REQUIRES[candidates[0]][1])
+            raise BackendUnavailableError(f"{p.name} is a {fmt} file; this edgesdk version has no {_PLANNED[fmt]} "
+                                          "backend yet", hint="export to ONNX and run that, or see `edgesdk doctor`")
+        backend = usable[0]
+    cls = backend_class(backend)
+    if fmt not in FORMAT_BACKENDS or backend not in FORMAT_BACKENDS.get(fmt, []):
+        if backend != "torch":
+            raise ArtifactError(f"{p} is a {fmt} file; the {backend} backend cannot run it",
+                                expected=f"a file for {backend}",
+                                hint="use backend='auto' to pick the right backend")
+    sess = cls(p, threads=threads, device=device, **options)
+    return sess.load()
+
+
+def backend_status() -> list[dict[str, Any]]:
+    """One dict per backend: name, available, version, detail (providers...), install command."""
+    out = []
+    for name in BACKENDS:
+        pkg, install = REQUIRES[name]
+        row: dict[str, Any] = {"name": name, "available": False, "version": None, "detail": None, "install": install}
+        if _installed(name):
+            try:
+                row["version"] = importlib.metadata.version(pkg)
+            except importlib.metadata.PackageNotFoundError:
+                row["version"] = None
+            row["available"] = True
+            if name == "onnxruntime":
+                try:
+                    import onnxruntime
+
+                    row["detail"] = "providers: " + ", ".join(onnxruntime.get_available_providers())
+                except (ImportError, OSError) as e:
+                    row["available"], row["detail"] = False, f"import failed: {e}"
+        out.append(row)
+    for fmt, what in _PLANNED.items():
+        out.append({"name": what, "available": False, "version": None,
+                    "detail": f"{fmt} backend not in this version", "install": None})
+    return out

@@ -1,0 +1,113 @@
+"""The PyTorch backend: wraps an ``nn.Module`` as a Session. It is the parity reference and the eager baseline.
+
+torch is imported only when a TorchSession is built, never by ``import edgesdk.runtimes``.
+
+Example::
+
+    sess = TorchSession.from_module(model, ["x"], example_inputs={"x": x})
+    out = sess.run({"x": x})
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgesdk.errors import BackendUnavailableError, InputError
+
+from .base import Session, TensorSpec
+
+
+class TorchSession(Session):
+    """Runs an ``nn.Module`` in eval mode under ``torch.inference_mode``; outputs become numpy arrays."""
+
+    backend = "torch"
+
+    def __init__(self, path: Any = None, **kwargs: Any) -> None:
+        if path is not None:
+            raise InputError("the torch backend wraps an nn.Module, not a file",
+                             expected="TorchSession.from_module(model, input_names, ...)",
+                             found=str(path), hint="load files with backend='auto' (onnxruntime, ...)")
+        super().__init__(None, **kwargs)
+        self.module: Any = None
+        self._in: list[TensorSpec] = []
+        self._out: list[TensorSpec] = []
+        self._out_names: list[str] | None = None
+
+    @classmethod
+    def from_module(cls, module: Any, input_names: list[str], output_names: list[str] | None = None, *,
+                    example_inputs: Mapping[str, np.ndarray] | None = None, device: str = "cpu",
+                    threads: int | None = None) -> "TorchSession":
+        """Wrap ``module``; input specs come from ``example_inputs`` (dim 0 is the dynamic batch)."""
+        sess = cls(device=device, threads=threads)
+        sess.module = module
+        sess._input_names = list(input_names)
+        sess._out_names = list(output_names) if output_names else None
+        if example_inputs is not None:
+            sess._in = [TensorSpec(n, str(np.asarray(example_inputs[n]).dtype),
+                                   ("batch", *np.asarray(example_inputs[n]).shape[1:])) for n in input_names]
+        return sess
+
+    def _load_impl(self) -> None:
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError("device='cuda' asked for, but torch sees no CUDA GPU",
+                                          found=f"torch {torch.__version__}", hint="use device='cpu'")
+        self._torch_device = torch.device("cuda" if self.device == "cuda" else "cpu")
+        if self.threads:
+            torch.set_num_threads(int(self.threads))  # process-wide in PyTorch
+        self.module = self.module.eval().to(self._torch_device)
+        if not self._in:
+            raise InputError("TorchSession needs example_inputs to know its input specs",
+                             hint="pass example_inputs={name: array} to from_module")
+        if self._out_names is None or not self._out:
+            example = {s.name: np.zeros((1, *s.shape[1:]), s.dtype) for s in self._in}
+            outs = self._forward(example, name_outputs=False)
+            if self._out_names is None:
+                self._out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+            if len(self._out_names) != len(outs):
+                raise InputError("output_names does not match the model's outputs",
+                                 expected=f"{len(outs)} names", found=f"{len(self._out_names)}: {self._out_names}")
+            self._out = [TensorSpec(n, str(o.dtype), ("batch", *o.shape[1:])) for n, o in zip(self._out_names, outs)]
+
+    def _forward(self, feeds: Mapping[str, np.ndarray], name_outputs: bool = True) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(self._torch_device) for s in self._in]
+            out = self.module(*args)
+            if isinstance(out, torch.Tensor):
+                outs = [out]
+            elif isinstance(out, Mapping):
+                outs = list(out.values())
+            elif isinstance(out, (tuple, list)):
+                outs = list(out)
+            else:
+                raise InputError("the model returned an unsupported type",
+                                 expected="a tensor, a tuple/list of tensors or a dict of tensors",
+                                 found=type(out).__name__)
+            arrays = [o.detach().float().cpu().numpy() if o.dtype == torch.bfloat16 else o.detach().cpu().numpy()
+                      for o in outs]
+        if not name_outputs:
+            return arrays
+        return dict(zip(self._out_names or [], arrays))
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._forward(feeds)
+
+    def synchronize(self) -> None:
+        if getattr(self, "_torch_device", None) is not None and self._torch_device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._in)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        if not self._out:
+            self.load()
+        return list(self._out)
