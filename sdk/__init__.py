@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import compress  # the subpackage is callable: edgesdk.compress(model, inputs, ...) runs the API verb
 from .errors import EdgeSDKError
 
 __version__ = "0.1.0"
@@ -19,10 +20,6 @@ __all__ = ["compress", "EdgeSDKError", "Recipe", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "compress":
-        from .api import compress
-
-        return compress
     if name == "Recipe":
         from .recipe import Recipe
 
