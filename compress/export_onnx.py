@@ -113,6 +113,11 @@ def _export_legacy(model: Any, args: tuple, names: list[str], out_names: list[st
     return onnx.load_from_string(buf.getvalue())
 
 
+def _batch_is_fixed(vi: Any) -> bool:
+    dims = vi.type.tensor_type.shape.dim
+    return bool(dims) and dims[0].HasField("dim_value")
+
+
 def _opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
@@ -187,6 +192,9 @@ def export_onnx(model: Any, example_inputs: dict[str, Any], path: str | Path, *,
     path = Path(path)
     names = list(example_inputs)
     args = tuple(example_inputs[n] for n in names)
+    if dynamic_batch and all(a.shape[0] == 1 for a in args):
+        # torch.export specialises size-1 dims; a batch of 2 keeps the batch symbolic.
+        args = tuple(torch.cat([a, a]) for a in args)
     with torch.inference_mode(False), torch.no_grad():
         with _quiet():
             sample = model(*args)
@@ -206,6 +214,10 @@ def export_onnx(model: Any, example_inputs: dict[str, Any], path: str | Path, *,
         try:
             with _quiet() as said:
                 proto = fns[name](model, args, names, out_names, opset, dynamic_batch)
+            fixed = [vi.name for vi in proto.graph.input if dynamic_batch and _batch_is_fixed(vi)]
+            if fixed:
+                raise ExportError(f"the {name} exporter fixed the batch dimension of {', '.join(fixed)}",
+                                  hint="export with --static-batch, or check the model for batch-size-specific code")
             used = name
             break
         except Exception as e:  # exporters raise many unrelated types; each is recorded and reported

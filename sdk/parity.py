@@ -133,8 +133,9 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndar
             same_nonfinite = ~rf & ~cf & ((np.isnan(r) & np.isnan(c)) | (r == c))
             mismatch_nf = ~both & ~same_nonfinite
             op.nonfinite_mismatch += int(mismatch_nf.sum())
-            diff = np.where(both, np.abs(r - c), 0.0)
-            rel = np.where(both, diff / (np.abs(r) + 1e-12), 0.0)
+            with np.errstate(invalid="ignore", over="ignore"):
+                diff = np.where(both, np.abs(r - c), 0.0)
+                rel = np.where(both, diff / (np.abs(r) + 1e-12), 0.0)
             failed = ((diff > atol) & (rel > rtol)) | mismatch_nf
             op.num_failed += int(failed.sum())
             if diff.size:

@@ -1,0 +1,95 @@
+"""Format sniffing, clear errors for wrong files, the benchmark loop, fingerprint, inspect, import hygiene."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from edgesdk.errors import ArtifactError
+from edgesdk.runtimes import benchmark, detect_format, device_fingerprint, inspect_artifact, load
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "empty file"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:1234\nsize 99\n", "Git LFS pointer"),
+    (b"\n  <!DOCTYPE html><html><head><title>Login</title>", "HTML page"),
+    (b'{"error": "not found"}', "JSON"),
+    (bytes(range(256)) * 4, "unknown format"),
+])
+def test_wrong_files_are_described(tmp_path, content, needle):
+    f = tmp_path / "model.onnx"
+    f.write_bytes(content)
+    for fn in (detect_format, load, inspect_artifact):
+        with pytest.raises(ArtifactError) as err:
+            fn(f)
+        assert needle in str(err.value) and "model.onnx" in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        load(tmp_path / "nope.onnx")
+
+
+def test_truncated_onnx(tmp_path, mlp):
+    data = mlp.read_bytes()
+    for cut in (len(data) // 2, len(data) - 7):
+        f = tmp_path / f"cut{cut}.onnx"
+        f.write_bytes(data[:cut])
+        with pytest.raises(ArtifactError) as err:
+            load(f)
+        assert f.name in str(err.value)
+
+
+def test_benchmark_numbers(mlp):
+    with load(mlp, threads=1) as sess:
+        r = benchmark(sess, batch=4, warmup=3, iterations=50)
+        assert r["iterations"] == 50 and r["batch"] == 4 and r["backend"] == "onnxruntime"
+        lat = r["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert r["throughput"] == pytest.approx(4000 / lat["mean"])
+        assert r["peak_rss_mb"] > 10
+        timed = benchmark(sess, batch=1, warmup=0, duration_s=0.2)
+        assert timed["iterations"] > 10
+
+
+def test_fingerprint():
+    fp = device_fingerprint()
+    assert fp["cores"] >= 1 and fp["python"] and fp["os"]
+    assert "numpy" in fp["versions"]
+    assert isinstance(fp["isa"], list)
+
+
+def test_inspect_histogram(mlp):
+    info = inspect_artifact(mlp)
+    assert info["format"] == "onnx" and info["opset"] == 18
+    assert info["ops"] == {"MatMul": 2, "Add": 1, "Relu": 1}
+    assert info["parameters"] == 4 * 8 + 8 + 8 * 3
+    assert info["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 4]}]
+    assert len(info["sha256"]) == 64
+
+
+def test_runtimes_import_without_torch(mlp):
+    """Devices run the runtime without torch: block it and import + run an artifact."""
+    code = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        import edgesdk, edgesdk.runtimes
+        from edgesdk.runtimes import load, benchmark
+        with load({str(mlp)!r}) as s:
+            y = s.run({{"x": np.ones((2, 4), np.float32)}})["y"]
+            benchmark(s, iterations=3, warmup=1)
+        assert y.shape == (2, 3)
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
