@@ -24,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import staged_output_dir, write_json, write_text
-from .errors import InputError, ParityError
+from .errors import BudgetError, InputError, ParityError
 from .intake import check_feeds_match
 from .parity import DEFAULT_TOLERANCES, compare
 from .pipeline import Artifact, StageContext, run_stages
@@ -56,15 +56,16 @@ class Result:
 
 
 def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, out_dir: str | Path,
-             calib_data: Mapping[str, np.ndarray] | None = None,
+             calib_data: Any = None,
              eval_data: Mapping[str, np.ndarray] | None = None,
              output_names: list[str] | None = None, progress: Progress | None = None,
              **options: Any) -> Result:
     """Export ``model``, verify each artifact against it, benchmark, write ``out_dir``.
 
     ``example_inputs``: a tensor, a tuple of tensors, or a dict name -> tensor (batch first).
-    ``calib_data``/``eval_data``: dicts of numpy arrays named like the inputs; ``eval_data``
-    may carry ``labels`` for task accuracy. ``options`` override recipe fields
+    ``calib_data``: a dict of arrays named like the inputs, an iterable of such dicts, a path
+    (.npz or a directory of NAME.npy) or the string "random". ``eval_data``: a dict of arrays
+    named like the inputs, with ``labels`` for task accuracy. ``options`` override recipe fields
     (``opset=17``, ``benchmark=False``, ``allow_mismatch=True`` ...).
 
     >>> result = compress(model, {"x": torch.rand(1, 1, 8, 8)}, out_dir="out", benchmark=False)
@@ -81,10 +82,24 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     model = model.eval()
     examples = _normalize_inputs(example_inputs)
     examples_np = {k: v.detach().cpu().numpy() for k, v in examples.items()}
+    from edgesdk.compress.calibration import load_calibration
+
+    calib_source = None
     if calib_data is not None:
-        check_feeds_match(dict(calib_data), examples_np, what="calibration data")
+        calib_data, calib_source = load_calibration(calib_data, examples_np, samples=recipe.quantize.calib_samples
+                                                    if recipe.quantize.mode == "int8" else None,
+                                                    seed=recipe.parity.seed)
     if eval_data is not None:
+        eval_data = dict(eval_data)
         check_feeds_match({k: v for k, v in eval_data.items() if k != "labels"}, examples_np, what="eval data")
+    q = recipe.quantize
+    if q.mode == "int8" and calib_data is None:
+        raise InputError("static INT8 needs calibration data", expected="--calib FILE.npz | DIR-of-.npy | random",
+                         hint="pass representative inputs (100-500 samples); 'random' only to try the pipeline")
+    if q.max_accuracy_drop is not None and (eval_data is None or "labels" not in eval_data):
+        raise InputError("--max-accuracy-drop needs labelled eval data",
+                         expected="--eval-data FILE.npz with the inputs and a `labels` array",
+                         hint="or use the label-free --min-cosine budget")
 
     from edgesdk.runtimes.torch import TorchSession
 
@@ -99,7 +114,12 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     baseline_accuracy = _accuracy(torch_session, eval_data, list(examples)) if eval_data is not None else None
     with staged_output_dir(out_dir) as stage:
         ctx = StageContext(model=model, example_inputs=examples, recipe=recipe, workdir=stage,
-                           output_names=out_names)
+                           output_names=out_names, calib=calib_data, calib_source=calib_source)
+        if q.mode != "none" and (q.max_accuracy_drop is not None or q.min_cosine is not None):
+            from edgesdk.compress.budget import AccuracyBudget
+
+            ctx.records["budget"] = AccuracyBudget(recipe, calib_data, eval_data, list(examples),
+                                                   baseline_accuracy, reference_inputs, reference_outputs, say)
         failures: list[str] = []
 
         def check(art: Artifact) -> None:
@@ -120,7 +140,8 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
 
         report = build_report(device=device_fingerprint(), results=results, recipe=recipe.to_dict(),
                               artifacts=[a.to_manifest(stage) for a in artifacts],
-                              baseline={"backend": "torch", "accuracy": baseline_accuracy})
+                              baseline={"backend": "torch", "accuracy": baseline_accuracy},
+                              calibration=calib_source)
         manifest = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
             "edgesdk_version": __version__,
@@ -128,6 +149,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
             "recipe": recipe.to_dict(),
             "model": {"class": type(model).__name__, "inputs": _specs(examples_np),
                       "output_names": out_names, "accuracy": baseline_accuracy},
+            "calibration": calib_source,
             "artifacts": report["artifacts"],
             "reports": ["report.json", "report.md"],
         }
@@ -137,6 +159,12 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     out = Path(out_dir).absolute()
     for art in artifacts:
         art.path = out / art.path.name
+    missed = [a for a in artifacts if a.status == "budget_not_met"]
+    if missed:
+        raise BudgetError("the accuracy budget could not be met; the best artifact found was kept",
+                          found="; ".join(f"{a.name}: {a.meta['budget']['shortfall']}" for a in missed),
+                          hint=f"see {out / 'manifest.json'} for every try; loosen the budget, give more "
+                               "representative --calib data, or try --calib-method entropy|percentile")
     return Result(out_dir=out, manifest=manifest, report=report, artifacts=artifacts)
 
 
@@ -200,8 +228,10 @@ def _reference_inputs(examples: dict[str, np.ndarray], recipe: Recipe,
 
 def _tolerance(recipe: Recipe, precision: str) -> tuple[float, float, float | None]:
     tol = DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
-    atol = recipe.parity.atol if recipe.parity.atol is not None else tol.atol
-    rtol = recipe.parity.rtol if recipe.parity.rtol is not None else tol.rtol
+    # user atol/rtol apply to float artifacts; integer ones are judged on cosine and accuracy
+    floating = tol.atol is not None
+    atol = recipe.parity.atol if recipe.parity.atol is not None and floating else tol.atol
+    rtol = recipe.parity.rtol if recipe.parity.rtol is not None and floating else tol.rtol
     min_cos = recipe.parity.min_cosine if recipe.parity.min_cosine is not None else getattr(tol, "min_cosine", None)
     return atol, rtol, min_cos
 

@@ -83,7 +83,8 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--input", "input_specs", multiple=True, metavar="NAME:1x3x224x224[:float32]",
               help="An input name, example shape and dtype (repeatable). Batch is dynamic by default.")
 @click.option("--example-inputs", type=click.Path(dir_okay=False), help=".npz of example inputs (instead of --input).")
-@click.option("--calib", type=click.Path(), help="Data .npz (arrays named like the inputs) used for parity checks.")
+@click.option("--calib", help="Calibration/reference data: FILE.npz or a DIR of NAME.npy (arrays named like the "
+              "inputs), or 'random' (explicit; the report says so).")
 @click.option("--eval-data", type=click.Path(dir_okay=False), help=".npz with the inputs plus `labels`: adds accuracy.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="edgesdk-out", show_default=True)
 @click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), help="YAML recipe; flags override it.")
@@ -102,6 +103,14 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--threads", type=int, help="Threads for the runtimes and the PyTorch baseline.")
 @click.option("--warmup", type=int, help="Warm-up runs per benchmark (default 10).")
 @click.option("--iterations", type=int, help="Timed runs per benchmark (default 100).")
+@click.option("--quantize", type=click.Choice(["none", "fp16", "int8", "int8-dynamic"]),
+              help="Quantize the ONNX artifact (int8 = static QDQ with --calib; int8-dynamic for transformers).")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), help="INT8 calibration.")
+@click.option("--per-channel/--per-tensor", default=None, help="INT8 weight granularity (default per-channel).")
+@click.option("--quant-target", type=click.Choice(["auto", "cpu", "tensorrt"]),
+              help="Chooses activation/weight types: cpu = uint8/int8, tensorrt = symmetric int8.")
+@click.option("--max-accuracy-drop", type=float, help="INT8 budget in accuracy points (needs --eval-data labels).")
+@click.option("--min-cosine", type=float, help="Label-free INT8 budget: cosine vs PyTorch on the reference inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def compress(ctx: click.Context, model: str, weights: str | None, input_specs: tuple[str, ...],
@@ -109,7 +118,9 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
              recipe_file: str | None, dry_run: bool, targets: str | None, opset: int | None, exporter: str | None,
              no_simplify: bool, static_batch: bool, output_names: tuple[str, ...], atol: float | None,
              rtol: float | None, allow_mismatch: bool, no_benchmark: bool, batch_text: str | None,
-             threads: int | None, warmup: int | None, iterations: int | None, as_json: bool) -> None:
+             threads: int | None, warmup: int | None, iterations: int | None, quantize: str | None,
+             calib_method: str | None, per_channel: bool | None, quant_target: str | None,
+             max_accuracy_drop: float | None, min_cosine: float | None, as_json: bool) -> None:
     """Export MODEL (path/to/file.py:factory or package.module:factory), verify and benchmark it."""
     from .recipe import Recipe, apply_options
 
@@ -120,7 +131,8 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
         "dynamic_batch": False if static_batch else None, "atol": atol, "rtol": rtol,
         "allow_mismatch": True if allow_mismatch else None, "benchmark": False if no_benchmark else None,
         "batches": _batches(batch_text) if batch_text else None, "threads": threads, "warmup": warmup,
-        "iterations": iterations,
+        "iterations": iterations, "quantize": quantize, "calib_method": calib_method, "per_channel": per_channel,
+        "quant_target": quant_target, "max_accuracy_drop": max_accuracy_drop, "min_cosine_budget": min_cosine,
     }
     recipe = apply_options(recipe, **{k: v for k, v in flags.items() if v is not None})
     if not input_specs and not example_inputs:
@@ -152,7 +164,7 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
                                 else torch.zeros(s.shape, dtype=dt))
     else:
         examples = {k: torch.from_numpy(v) for k, v in load_npz(example_inputs, what="example inputs").items()}
-    calib_data = load_npz(calib, what="calibration data") if calib else None
+    calib_data = calib  # a .npz, a directory of NAME.npy, or "random"; checked by the API
     eval_arrays = load_npz(eval_data, what="eval data") if eval_data else None
     if eval_arrays is not None and "labels" not in eval_arrays:
         say("eval data has no `labels` array: accuracy will not be measured")

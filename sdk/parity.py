@@ -18,8 +18,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Tolerance:
-    atol: float
-    rtol: float
+    """atol/rtol None: no element-wise test (INT8 is judged on cosine and accuracy)."""
+
+    atol: float | None
+    rtol: float | None
     min_cosine: float | None = None
 
 
@@ -27,7 +29,7 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(1e-4, 1e-4, None),  # the element rule is already strict at fp32
     "fp16": Tolerance(1e-2, 1e-2, 0.999),
     "bf16": Tolerance(5e-2, 5e-2, 0.995),
-    "int8": Tolerance(1e-1, 1e-1, 0.98),
+    "int8": Tolerance(None, None, 0.98),
 }
 
 
@@ -52,8 +54,8 @@ class OutputParity:
 @dataclass
 class ParityResult:
     outputs: dict[str, OutputParity]
-    atol: float
-    rtol: float
+    atol: float | None
+    rtol: float | None
     min_cosine: float | None = None
     passed: bool = True
     notes: list[str] = field(default_factory=list)
@@ -86,9 +88,10 @@ class ParityResult:
         o = max(failing, key=lambda o: (o.error is not None, o.num_failed, o.max_abs_err))
         if o.error:
             return f"output '{o.name}': {o.error}"
-        msg = (f"output '{o.name}': {o.num_failed} of {o.num_elements} elements exceed atol={self.atol:g} and "
-               f"rtol={self.rtol:g}; max abs err {o.max_abs_err:.4g}, max rel err {o.max_rel_err:.4g}, "
-               f"cosine {o.cosine:.6f}")
+        msg = f"output '{o.name}': "
+        if self.atol is not None and self.rtol is not None:
+            msg += f"{o.num_failed} of {o.num_elements} elements exceed atol={self.atol:g} and rtol={self.rtol:g}; "
+        msg += f"max abs err {o.max_abs_err:.4g}, max rel err {o.max_rel_err:.4g}, cosine {o.cosine:.6f}"
         if o.worst:
             w = o.worst
             msg += f"; worst element batch {w['batch']} index {tuple(w['index'])}: expected {w['expected']:.6g}, got {w['got']:.6g}"
@@ -105,7 +108,7 @@ def _as_batches(x: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndarray]
 
 def compare(reference: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndarray],
             candidate: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndarray], *,
-            atol: float, rtol: float, min_cosine: float | None = None) -> ParityResult:
+            atol: float | None, rtol: float | None, min_cosine: float | None = None) -> ParityResult:
     """Compare batches of outputs (dicts name -> array); see the module docstring for the rule."""
     refs, cands = _as_batches(reference), _as_batches(candidate)
     result = ParityResult({}, atol, rtol, min_cosine)
@@ -136,7 +139,7 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndar
             with np.errstate(invalid="ignore", over="ignore"):
                 diff = np.where(both, np.abs(r - c), 0.0)
                 rel = np.where(both, diff / (np.abs(r) + 1e-12), 0.0)
-            failed = ((diff > atol) & (rel > rtol)) | mismatch_nf
+            failed = mismatch_nf if atol is None or rtol is None else ((diff > atol) & (rel > rtol)) | mismatch_nf
             op.num_failed += int(failed.sum())
             if diff.size:
                 bmax = float(diff.max())

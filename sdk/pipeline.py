@@ -68,6 +68,8 @@ class StageContext:
     recipe: Any
     workdir: Path
     output_names: list[str]
+    calib: dict[str, Any] | None = None
+    calib_source: str | None = None
     records: dict[str, Any] = field(default_factory=dict)
 
 

@@ -20,6 +20,9 @@ from .errors import InputError
 SCHEMA_VERSION = 1
 KNOWN_TARGETS = ("onnx",)
 EXPORTERS = ("auto", "dynamo", "legacy")
+QUANT_MODES = ("none", "fp16", "int8", "int8-dynamic")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+QUANT_TARGETS = ("auto", "cpu", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,20 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class QuantizeConfig:
+    """Quantization of the ONNX artifact (onnxruntime.quantization)."""
+
+    mode: str = "none"  # none | fp16 | int8 | int8-dynamic
+    calib_method: str = "minmax"  # minmax | entropy | percentile
+    per_channel: bool = True
+    target: str = "auto"  # auto | cpu | tensorrt: picks activation/weight types
+    calib_samples: int = 256
+    exclude: tuple[str, ...] = ()  # node names kept in float
+    max_accuracy_drop: float | None = None  # points; needs labelled eval data
+    min_cosine: float | None = None  # label-free budget against the FP32 model
+
+
+@dataclass(frozen=True)
 class Recipe:
     """What a compress run does. Build it from flags, YAML or code; it is data."""
 
@@ -65,6 +82,7 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     parity: ParityConfig = field(default_factory=ParityConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -90,6 +108,17 @@ class Recipe:
         if any(b < 1 for b in self.benchmark.batches) or not self.benchmark.batches:
             raise InputError("benchmark batch sizes must be positive integers",
                              found=",".join(map(str, self.benchmark.batches)))
+        q = self.quantize
+        for name, value, allowed in (("quantize mode", q.mode, QUANT_MODES), ("calibration method", q.calib_method,
+                                     CALIB_METHODS), ("quantization target", q.target, QUANT_TARGETS)):
+            if value not in allowed:
+                raise InputError(f"unknown {name} {value!r}", expected=" | ".join(allowed), found=repr(value))
+        if q.calib_samples < 1:
+            raise InputError("calib_samples must be >= 1", found=str(q.calib_samples))
+        if q.max_accuracy_drop is not None and q.max_accuracy_drop < 0:
+            raise InputError("max accuracy drop must be >= 0 points", found=str(q.max_accuracy_drop))
+        if q.min_cosine is not None and not 0 < q.min_cosine <= 1:
+            raise InputError("min cosine must be in (0, 1]", found=str(q.min_cosine))
         if self.benchmark.iterations < 1 or self.benchmark.warmup < 0:
             raise InputError("benchmark needs iterations >= 1 and warmup >= 0",
                              found=f"iterations={self.benchmark.iterations}, warmup={self.benchmark.warmup}")
@@ -97,7 +126,10 @@ class Recipe:
     @property
     def stages(self) -> list[str]:
         """The stage names this recipe runs, in order."""
-        return [f"export_{t}" for t in self.targets]
+        stages = [f"export_{t}" for t in self.targets]
+        if self.quantize.mode != "none":
+            stages.append("quantize_onnx")
+        return stages
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -111,7 +143,8 @@ class Recipe:
         data = dict(data)
         data.pop("schema_version", None)
         data.pop("stages", None)
-        sections = {"export": ExportConfig, "parity": ParityConfig, "benchmark": BenchmarkConfig}
+        sections = {"export": ExportConfig, "parity": ParityConfig, "benchmark": BenchmarkConfig,
+                    "quantize": QuantizeConfig}
         kwargs: dict[str, Any] = {}
         _check_keys("recipe", data, {f.name for f in fields(cls)})
         for key, value in data.items():
@@ -188,6 +221,14 @@ FLAT_OPTIONS: dict[str, tuple[str, str]] = {
     "warmup": ("benchmark", "warmup"),
     "iterations": ("benchmark", "iterations"),
     "duration_s": ("benchmark", "duration_s"),
+    "quantize": ("quantize", "mode"),
+    "calib_method": ("quantize", "calib_method"),
+    "per_channel": ("quantize", "per_channel"),
+    "quant_target": ("quantize", "target"),
+    "calib_samples": ("quantize", "calib_samples"),
+    "quant_exclude": ("quantize", "exclude"),
+    "max_accuracy_drop": ("quantize", "max_accuracy_drop"),
+    "min_cosine_budget": ("quantize", "min_cosine"),
 }
 
 

@@ -23,7 +23,7 @@ REPORT_SCHEMA_VERSION = 1
 
 def build_report(*, device: dict[str, Any], results: list[dict[str, Any]], recipe: dict[str, Any] | None = None,
                  artifacts: list[dict[str, Any]] | None = None,
-                 baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+                 baseline: dict[str, Any] | None = None, calibration: str | None = None) -> dict[str, Any]:
     """Assemble a report dict (see module docstring for the schema)."""
     from . import __version__
 
@@ -34,6 +34,7 @@ def build_report(*, device: dict[str, Any], results: list[dict[str, Any]], recip
         "device": device,
         "recipe": recipe,
         "baseline": baseline,
+        "calibration": calibration,
         "artifacts": artifacts or [],
         "results": results,
     }
@@ -116,6 +117,11 @@ def to_markdown(report: dict[str, Any]) -> str:
     if dev.get("isa"):
         lines.append(f"ISA: {', '.join(dev['isa'])}")
     lines.append("")
+    calib = report.get("calibration")
+    if calib and calib.startswith("RANDOM"):
+        lines += [f"**Calibration used {calib}: INT8 accuracy here says little about real inputs.**", ""]
+    elif calib:
+        lines += [f"Calibration: {calib}", ""]
     rows = table_rows(report)
     if rows:
         header = list(rows[0])

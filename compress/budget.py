@@ -1,0 +1,153 @@
+"""Quantization under an accuracy budget: find the layers INT8 hurts most and keep them in float.
+
+1. Quantize everything; measure accuracy drop (labelled eval data) or cosine vs PyTorch (label-free).
+2. If the budget is missed, rank every quantized activation by its own quantization error
+   (SQNR between the tensor before quantization and after dequantization, onnxruntime's
+   qdq_loss_debug), worst first.
+3. Keep the worst 1, 2, 4, ... nodes in float and re-quantize until the budget holds or
+   nothing is left. The best artifact found is kept either way; the manifest lists every
+   try and the reason each node stayed float.
+
+Example::
+
+    budget = AccuracyBudget(recipe, calib, eval_data, ["x"], 99.4, ref_in, ref_out, print)
+    info, meta = budget("model.onnx", "model.int8.onnx")
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .quantize import QuantInfo, _Reader, preprocess, quantize_onnx
+
+log = logging.getLogger(__name__)
+
+
+class AccuracyBudget:
+    """Callable used by the quantize stage when the recipe sets max_accuracy_drop or min_cosine."""
+
+    def __init__(self, recipe: Any, calib: Mapping[str, np.ndarray] | None, eval_data: Mapping[str, np.ndarray] | None,
+                 input_names: list[str], baseline_accuracy: float | None,
+                 ref_inputs: list[dict[str, np.ndarray]], ref_outputs: list[dict[str, np.ndarray]],
+                 say: Callable[[str], None]) -> None:
+        self.q = recipe.quantize
+        self.calib, self.eval_data, self.input_names = calib, eval_data, input_names
+        self.baseline_accuracy = baseline_accuracy
+        self.ref_inputs, self.ref_outputs, self.say = ref_inputs, ref_outputs, say
+
+    # -- measuring ------------------------------------------------------------------
+    def score(self, path: Path) -> dict[str, Any]:
+        from edgesdk.api import _accuracy
+        from edgesdk.parity import compare
+        from edgesdk.runtimes import load
+
+        with load(path) as sess:
+            got = [sess.run(f) for f in self.ref_inputs]
+            cosine = compare(self.ref_outputs, got, atol=None, rtol=None).to_dict()["cosine"]
+            acc = _accuracy(sess, self.eval_data, self.input_names) if self.eval_data is not None else None
+        drop = None if acc is None or self.baseline_accuracy is None else round(self.baseline_accuracy - acc, 3)
+        ok = True
+        if self.q.max_accuracy_drop is not None:
+            ok &= drop is not None and drop <= self.q.max_accuracy_drop
+        if self.q.min_cosine is not None:
+            ok &= cosine >= self.q.min_cosine
+        return {"accuracy": acc, "accuracy_drop": drop, "cosine": round(float(cosine), 6), "met": bool(ok)}
+
+    def shortfall(self, s: dict[str, Any]) -> str:
+        parts = []
+        if self.q.max_accuracy_drop is not None and s["accuracy_drop"] is not None:
+            over = s["accuracy_drop"] - self.q.max_accuracy_drop
+            if over > 0:
+                parts.append(f"accuracy drop {s['accuracy_drop']:.2f} points, {over:.2f} over the "
+                             f"{self.q.max_accuracy_drop} budget")
+        if self.q.min_cosine is not None and s["cosine"] < self.q.min_cosine:
+            parts.append(f"cosine {s['cosine']:.4f}, {self.q.min_cosine - s['cosine']:.4f} under {self.q.min_cosine}")
+        return "; ".join(parts) or "budget met"
+
+    def rank(self, pre: Path, qdq: Path, work: Path) -> list[tuple[str, float, str]]:
+        """(node name, SQNR dB, tensor) for every quantized activation, worst (lowest SQNR) first."""
+        import onnx
+        from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                             create_activation_matching,
+                                                             modify_model_output_intermediate_tensors)
+
+        sample = {k: v[:32] for k, v in (self.calib or {}).items()}
+        if not sample:
+            return []
+        aug_f, aug_q = work / "aug_float.onnx", work / "aug_qdq.onnx"
+        modify_model_output_intermediate_tensors(str(pre), str(aug_f))
+        modify_model_output_intermediate_tensors(str(qdq), str(aug_q))
+        float_act = collect_activations(str(aug_f), _Reader(sample, batch=8))
+        qdq_act = collect_activations(str(aug_q), _Reader(sample, batch=8))
+        errors = compute_activation_error(create_activation_matching(qdq_act, float_act))
+        producer = {out: node.name for node in onnx.load(str(pre), load_external_data=False).graph.node
+                    for out in node.output}
+        ranked = []
+        for tensor, err in errors.items():
+            node = producer.get(tensor)
+            sqnr = err.get("qdq_err", err.get("xmodel_err"))
+            if node and sqnr is not None and np.isfinite(sqnr):
+                ranked.append((node, float(sqnr), tensor))
+        ranked.sort(key=lambda r: r[1])
+        return ranked
+
+    # -- the search -----------------------------------------------------------------
+    def __call__(self, src: Path, dst: Path) -> tuple[QuantInfo, dict[str, Any]]:
+        q = self.q
+        work = Path(tempfile.mkdtemp(prefix=".budget-", dir=dst.parent))
+        try:
+            pre, pre_info = preprocess(src, work / "pre.onnx")
+            tries: list[dict[str, Any]] = []
+
+            def attempt(exclude: list[str], out: Path) -> tuple[QuantInfo, dict[str, Any]]:
+                info = quantize_onnx(pre, out, mode=q.mode, calib=self.calib, calib_method=q.calib_method,
+                                     per_channel=q.per_channel, target=q.target, nodes_to_exclude=exclude,
+                                     preprocess=False)
+                s = self.score(out)
+                tries.append({"float_nodes": len(exclude), **s})
+                self.say(f"INT8 with {len(exclude)} node(s) in float: {self.shortfall(s) if not s['met'] else 'budget met'}"
+                         f" (cosine {s['cosine']:.4f}" + (f", accuracy {s['accuracy']:.2f}%)" if s["accuracy"] is not None
+                                                         else ")"))
+                return info, s
+
+            base_excl = list(q.exclude)
+            info, best = attempt(base_excl, dst)
+            best_info, best_excl, reasons = info, base_excl, {}
+            if not best["met"]:
+                ranking = self.rank(pre, dst, work)
+                candidates = [r for r in ranking if r[0] not in base_excl]
+                k = 1
+                while candidates and not best["met"]:
+                    k = min(k, len(candidates))
+                    excl = base_excl + [r[0] for r in candidates[:k]]
+                    trial = work / f"try{k}.onnx"
+                    info, s = attempt(excl, trial)
+                    if _better(s, best):
+                        os.replace(trial, dst)
+                        best, best_info, best_excl = s, info, excl
+                        reasons = {r[0]: f"activation {r[2]} SQNR {r[1]:.1f} dB (rank {i + 1} of {len(ranking)})"
+                                   for i, r in enumerate(candidates[:k])}
+                    if k == len(candidates):
+                        break
+                    k *= 2
+            best_info.preprocessed, best_info.preprocess_note = pre_info.preprocessed, pre_info.preprocess_note
+            meta = {"max_accuracy_drop": q.max_accuracy_drop, "min_cosine": q.min_cosine, "met": best["met"],
+                    "result": best, "shortfall": None if best["met"] else self.shortfall(best),
+                    "float_nodes": reasons, "tries": tries}
+            return best_info, meta
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a["met"] != b["met"]:
+        return a["met"]
+    if a["accuracy_drop"] is not None and b["accuracy_drop"] is not None and a["accuracy_drop"] != b["accuracy_drop"]:
+        return a["accuracy_drop"] < b["accuracy_drop"]
+    return a["cosine"] > b["cosine"]

@@ -1,0 +1,84 @@
+"""Calibration and evaluation data: .npz files, directories of .npy, Python iterables, or explicit random.
+
+Everything is checked against the model's example inputs (names, dtypes, non-batch dims,
+finite values) before it is used, and the source is recorded for the manifest.
+
+Example::
+
+    data = load_calibration("calib.npz", examples)           # dict name -> array (N, ...)
+    data = load_calibration("random", examples, samples=64)  # only when asked for explicitly
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from edgesdk.errors import InputError
+from edgesdk.intake import check_feeds_match, load_npz
+
+
+def _from_dir(path: Path) -> dict[str, np.ndarray]:
+    files = sorted(path.glob("*.npy"))
+    if not files:
+        raise InputError(f"calibration directory {path} holds no .npy files",
+                         expected="NAME.npy per input (arrays N x ...), or use a .npz file",
+                         found=", ".join(sorted(p.name for p in path.iterdir())[:8]) or "an empty directory")
+    out = {}
+    for f in files:
+        try:
+            out[f.stem] = np.load(f, allow_pickle=False)
+        except ValueError as e:
+            raise InputError(f"cannot read {f}", found=str(e), hint="save arrays with numpy.save") from e
+    return out
+
+
+def _from_iterable(batches: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    collected: dict[str, list[np.ndarray]] = {}
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, Mapping):
+            raise InputError("calibration iterable must yield dicts of input name -> array",
+                             found=f"item {i} is a {type(batch).__name__}")
+        for k, v in batch.items():
+            arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+            collected.setdefault(k, []).append(arr)
+    if not collected:
+        raise InputError("calibration iterable yielded nothing")
+    return {k: np.concatenate(v) for k, v in collected.items()}
+
+
+def load_calibration(source: Any, examples: Mapping[str, np.ndarray], *, samples: int | None = None,
+                     seed: int = 0, what: str = "calibration data") -> tuple[dict[str, np.ndarray], str]:
+    """Return (arrays named like the inputs, a description of the source) after checking them."""
+    if isinstance(source, str) and source == "random":
+        n = samples or 64
+        rng = np.random.default_rng(seed)
+        data = {}
+        for k, ex in examples.items():
+            if np.issubdtype(ex.dtype, np.floating):
+                lo, hi = float(ex.min()), float(ex.max())
+                lo, hi = (0.0, 1.0) if hi <= lo else (lo, hi)
+                data[k] = rng.uniform(lo, hi, (n, *ex.shape[1:])).astype(ex.dtype)
+            else:
+                data[k] = np.zeros((n, *ex.shape[1:]), ex.dtype)
+        return data, f"RANDOM data ({n} samples) - not representative of real inputs"
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        if p.is_dir():
+            data, desc = _from_dir(p), f"directory {p}"
+        elif p.suffix == ".npz" or p.is_file():
+            data, desc = load_npz(p, what=what), f"file {p}"
+        else:
+            raise InputError(f"{what} not found: {p}", expected="FILE.npz, a directory of NAME.npy, or 'random'")
+    elif isinstance(source, Mapping):
+        data, desc = {k: np.asarray(v) for k, v in source.items()}, "in-memory arrays"
+    else:
+        data, desc = _from_iterable(source), "Python iterable"
+    data = {k: v for k, v in data.items() if k in examples or k != "labels"}
+    check_feeds_match(data, dict(examples), what=what)
+    n = len(next(iter(data[k] for k in examples)))
+    if samples is not None and n > samples:
+        data = {k: v[:samples] for k, v in data.items()}
+        n = samples
+    return data, f"{desc} ({n} samples)"
