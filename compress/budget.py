@@ -1,9 +1,8 @@
 """Quantization under an accuracy budget: find the layers INT8 hurts most and keep them in float.
 
 1. Quantize everything; measure accuracy drop (labelled eval data) or cosine vs PyTorch (label-free).
-2. If the budget is missed, rank every quantized activation by its own quantization error
-   (SQNR between the tensor before quantization and after dequantization, onnxruntime's
-   qdq_loss_debug), worst first.
+2. If the budget is missed, rank layers by the signal-to-quantization-noise ratio they lose
+   (float vs QDQ activations from onnxruntime's qdq_loss_debug, output minus inputs), worst first.
 3. Keep the worst 1, 2, 4, ... nodes in float and re-quantize until the budget holds or
    nothing is left. The best artifact found is kept either way; the manifest lists every
    try and the reason each node stayed float.
@@ -27,6 +26,9 @@ import numpy as np
 from .quantize import QuantInfo, _Reader, preprocess, quantize_onnx
 
 log = logging.getLogger(__name__)
+_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Elu",
+                "BatchNormalization"}
+_COMPUTE = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 class AccuracyBudget:
@@ -57,7 +59,7 @@ class AccuracyBudget:
             ok &= drop is not None and drop <= self.q.max_accuracy_drop
         if self.q.min_cosine is not None:
             ok &= cosine >= self.q.min_cosine
-        return {"accuracy": acc, "accuracy_drop": drop, "cosine": round(float(cosine), 6), "met": bool(ok)}
+        return {"accuracy": acc, "accuracy_drop": drop, "cosine": float(cosine), "met": bool(ok)}
 
     def shortfall(self, s: dict[str, Any]) -> str:
         parts = []
@@ -67,11 +69,17 @@ class AccuracyBudget:
                 parts.append(f"accuracy drop {s['accuracy_drop']:.2f} points, {over:.2f} over the "
                              f"{self.q.max_accuracy_drop} budget")
         if self.q.min_cosine is not None and s["cosine"] < self.q.min_cosine:
-            parts.append(f"cosine {s['cosine']:.4f}, {self.q.min_cosine - s['cosine']:.4f} under {self.q.min_cosine}")
+            parts.append(f"cosine {s['cosine']:.6f}, {self.q.min_cosine - s['cosine']:.2g} under {self.q.min_cosine}")
         return "; ".join(parts) or "budget met"
 
-    def rank(self, pre: Path, qdq: Path, work: Path) -> list[tuple[str, float, str]]:
-        """(node name, SQNR dB, tensor) for every quantized activation, worst (lowest SQNR) first."""
+    def rank(self, pre: Path, qdq: Path, work: Path) -> list[tuple[list[str], float, str]]:
+        """(nodes to keep in float, SQNR lost in dB, tensor) per quantized activation, worst first.
+
+        The loss of a tensor is how many dB of signal-to-quantization-noise (float model vs
+        QDQ model, onnxruntime's qdq_loss_debug) are lost between the node's inputs and its
+        output, so deep layers are not blamed for error that came from above. An activation
+        (Relu, Clip, ...) is kept in float together with the Conv/Gemm/MatMul that feeds it.
+        """
         import onnx
         from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                              create_activation_matching,
@@ -85,16 +93,26 @@ class AccuracyBudget:
         modify_model_output_intermediate_tensors(str(qdq), str(aug_q))
         float_act = collect_activations(str(aug_f), _Reader(sample, batch=8))
         qdq_act = collect_activations(str(aug_q), _Reader(sample, batch=8))
-        errors = compute_activation_error(create_activation_matching(qdq_act, float_act))
-        producer = {out: node.name for node in onnx.load(str(pre), load_external_data=False).graph.node
-                    for out in node.output}
+        sqnr = {t: e["xmodel_err"] for t, e in compute_activation_error(
+            create_activation_matching(qdq_act, float_act)).items() if np.isfinite(e.get("xmodel_err", np.nan))}
+        nodes = onnx.load(str(pre), load_external_data=False).graph.node
+        producer = {out: n for n in nodes for out in n.output}
         ranked = []
-        for tensor, err in errors.items():
-            node = producer.get(tensor)
-            sqnr = err.get("qdq_err", err.get("xmodel_err"))
-            if node and sqnr is not None and np.isfinite(sqnr):
-                ranked.append((node, float(sqnr), tensor))
-        ranked.sort(key=lambda r: r[1])
+        for n in nodes:
+            outs = [o for o in n.output if o in sqnr]
+            if not outs:
+                continue
+            ins = [sqnr[i] for i in n.input if i in sqnr]
+            lost = (min(ins) if ins else max(sqnr.values())) - sqnr[outs[0]]
+            group = [n.name]
+            cur = n
+            while cur.op_type in _ACTIVATIONS and cur.input and cur.input[0] in producer:
+                cur = producer[cur.input[0]]
+                group.append(cur.name)
+                if cur.op_type in _COMPUTE:
+                    break
+            ranked.append((group, float(lost), outs[0]))
+        ranked.sort(key=lambda r: -r[1])
         return ranked
 
     # -- the search -----------------------------------------------------------------
@@ -121,18 +139,18 @@ class AccuracyBudget:
             best_info, best_excl, reasons = info, base_excl, {}
             if not best["met"]:
                 ranking = self.rank(pre, dst, work)
-                candidates = [r for r in ranking if r[0] not in base_excl]
+                candidates = [r for r in ranking if not set(r[0]) <= set(base_excl)]
                 k = 1
                 while candidates and not best["met"]:
                     k = min(k, len(candidates))
-                    excl = base_excl + [r[0] for r in candidates[:k]]
+                    excl = list(dict.fromkeys(base_excl + [n for r in candidates[:k] for n in r[0]]))
                     trial = work / f"try{k}.onnx"
                     info, s = attempt(excl, trial)
                     if _better(s, best):
                         os.replace(trial, dst)
                         best, best_info, best_excl = s, info, excl
-                        reasons = {r[0]: f"activation {r[2]} SQNR {r[1]:.1f} dB (rank {i + 1} of {len(ranking)})"
-                                   for i, r in enumerate(candidates[:k])}
+                        reasons = {node: f"{r[1]:.1f} dB of SQNR lost at {r[2]} (rank {i + 1} of {len(ranking)})"
+                                   for i, r in enumerate(candidates[:k]) for node in r[0]}
                     if k == len(candidates):
                         break
                     k *= 2

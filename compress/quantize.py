@@ -71,6 +71,9 @@ class _Reader:
     def rewind(self) -> None:
         self._it = iter(self._batches)
 
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return iter(self._batches)
+
 
 @contextlib.contextmanager
 def _tmpdir(near: Path) -> Iterator[Path]:
