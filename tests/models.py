@@ -87,7 +87,7 @@ class Unexportable(nn.Module):
 
 def make_inputs(name: str, batch: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(batch)
-    if name == "TinyTransformer":
+    if name in ("TinyTransformer", "AttentionNet"):
         return {"tokens": torch.randn(batch, 8, 32, generator=g)}
     if name == "TwoInTwoOut":
         return {"image": torch.rand(batch, 3, 16, 16, generator=g), "features": torch.randn(batch, 6, generator=g)}
@@ -109,3 +109,48 @@ def build(name: str) -> nn.Module:
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
     return model.eval()
+
+
+class HeadAttention(nn.Module):
+    """BERT-style self-attention with separate q/k/v projections; heads can be pruned whole."""
+
+    def __init__(self, dim: int = 32, num_heads: int = 4, head_dim: int = 8) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+        self.q = nn.Linear(dim, num_heads * head_dim)
+        self.k = nn.Linear(dim, num_heads * head_dim)
+        self.v = nn.Linear(dim, num_heads * head_dim)
+        self.out = nn.Linear(num_heads * head_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (p(x).reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v))
+        att = torch.softmax(q @ k.transpose(-1, -2) / self.head_dim**0.5, dim=-1)
+        return self.out((att @ v).transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+
+class AttentionNet(nn.Module):
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        self.attn = HeadAttention(dim)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 64), nn.GELU(), nn.Linear(64, dim))
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.norm(tokens + self.attn(tokens))
+        return self.head((h + self.mlp(h)).mean(1))
+
+
+class Grouped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=4),
+                                  nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 1))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean((2, 3)))
+
+
+ARCHITECTURES.update({"AttentionNet": AttentionNet, "Grouped": Grouped})
