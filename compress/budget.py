@@ -39,6 +39,8 @@ class AccuracyBudget:
                  ref_inputs: list[dict[str, np.ndarray]], ref_outputs: list[dict[str, np.ndarray]],
                  say: Callable[[str], None]) -> None:
         self.q = recipe.quantize
+        if calib is not None:
+            calib = {k: v[:self.q.calib_samples] for k, v in calib.items()}
         self.calib, self.eval_data, self.input_names = calib, eval_data, input_names
         self.baseline_accuracy = baseline_accuracy
         self.ref_inputs, self.ref_outputs, self.say = ref_inputs, ref_outputs, say

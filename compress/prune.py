@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgesdk.errors import InputError, ModelLoadError
+from edgesdk.recipe import PRUNE_IMPORTANCES as IMPORTANCES, PRUNE_METHODS as METHODS
 
 log = logging.getLogger(__name__)
-
-METHODS = ("channel", "unstructured", "2:4")
-IMPORTANCES = ("l1", "l2", "bn", "taylor")
 UNSTRUCTURED_NOTE = ("unstructured/2:4 sparsity shrinks the compressed file but does not speed up dense runtimes "
                      "(2:4 needs TensorRT sparse kernels)")
 
@@ -273,6 +271,10 @@ def _prune_once(model: Any, example_inputs: Mapping[str, Any], *, ratio: float |
     if mha:
         info.notes.append("nn.MultiheadAttention keeps its heads (its embed_dim is tied to the residual stream); "
                           "its feed-forward layers were pruned")
+    if params1 == params0:
+        info.notes.append(f"nothing was pruned: at ratio {ratio} with round_to={round_to} no layer could keep a "
+                          "multiple of round_to channels; lower --prune or the rounding multiple")
+        log.warning(info.notes[-1])
     if target_macs is not None and macs1 is not None and macs1 > target_macs:
         info.notes.append(f"reached {macs1:,} MACs, above the {target_macs:,} target at the 90% ratio cap")
     return info
@@ -292,14 +294,14 @@ def _mask(model: Any, ratio: float | None, method: str, protect: tuple[str, ...]
             for _, m in layers:
                 m.weight.mul_((m.weight.abs() > thr).to(m.weight.dtype))
         else:
+            # 2:4 needs the reduction dim in groups of 4; other layers stay dense (and are not counted)
+            layers = [(n, m) for n, m in layers if m.weight[0].numel() % 4 == 0]
             for _, m in layers:
                 w = m.weight.reshape(m.weight.shape[0], -1)
-                if w.shape[1] % 4:
-                    continue
                 g = w.abs().reshape(w.shape[0], -1, 4)
                 keep = g.argsort(dim=-1, descending=True)[..., :2]
                 mask = torch.zeros_like(g).scatter_(-1, keep, 1.0)
-                m.weight.copy_((g.sign() * 0 + w.reshape_as(g) * mask).reshape_as(m.weight))
+                m.weight.copy_((w.reshape_as(g) * mask).reshape_as(m.weight))
         total = sum(m.weight.numel() for _, m in layers)
         zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
     return zeros / total if total else 0.0
@@ -323,6 +325,10 @@ def describe_shapes(model: Any) -> dict[str, Any]:
     return out
 
 
+def _with(stem: Path, suffix: str) -> Path:
+    return stem.parent / (stem.name + suffix)
+
+
 def save_pruned(model: Any, stem: str | Path) -> tuple[Path, Path]:
     """Write ``stem.safetensors`` and ``stem.json`` (pruned shapes); no pickle anywhere."""
     from safetensors.torch import save
@@ -331,8 +337,8 @@ def save_pruned(model: Any, stem: str | Path) -> tuple[Path, Path]:
 
     stem = Path(stem)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    w = write_bytes(stem.with_suffix(".safetensors"), save(state))
-    j = write_json(stem.with_suffix(".json"), {"format": "edgesdk-pruned-shapes", "version": 1,
+    w = write_bytes(_with(stem, ".safetensors"), save(state))
+    j = write_json(_with(stem, ".json"), {"format": "edgesdk-pruned-shapes", "version": 1,
                                                "modules": describe_shapes(model)})
     return w, j
 
@@ -344,9 +350,9 @@ def load_pruned(model: Any, stem: str | Path) -> Any:
 
     stem = Path(stem)
     try:
-        spec = json.loads(stem.with_suffix(".json").read_text())
+        spec = json.loads(_with(stem, ".json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read pruned shapes {stem.with_suffix('.json')}", found=str(e)) from e
+        raise ModelLoadError(f"cannot read pruned shapes {_with(stem, '.json')}", found=str(e)) from e
     mods = dict(model.named_modules())
     unknown = [n for n in spec["modules"] if n not in mods]
     if unknown:
@@ -367,5 +373,5 @@ def load_pruned(model: Any, stem: str | Path) -> Any:
                     m.register_buffer(t, new)
     from edgesdk.intake import load_weights
 
-    load_weights(model, stem.with_suffix(".safetensors"))
+    load_weights(model, _with(stem, ".safetensors"))
     return model.eval()

@@ -1,6 +1,8 @@
 """Stage adapters: wrap the compress functions as pipeline stages (registered by name)."""
 from __future__ import annotations
 
+from typing import Any
+
 from edgesdk.pipeline import Artifact, StageContext, register_stage
 
 from .export_onnx import export_onnx
@@ -10,7 +12,8 @@ from .export_onnx import export_onnx
 def export_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
     """Export the model to ``model.onnx`` in the staging dir; exporter facts go to ``meta``."""
     cfg = ctx.recipe.export
-    path = ctx.workdir / "model.onnx"
+    variant = ctx.records.get("variant", "")
+    path = ctx.workdir / f"model{variant}.onnx"
     info = export_onnx(ctx.model, ctx.example_inputs, path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
                        simplify=cfg.simplify, exporter=cfg.exporter, output_names=ctx.output_names)
     meta = {
@@ -22,9 +25,113 @@ def export_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
         "simplify_error": info.simplify_error,
         "warnings": list(info.warnings),
         "export_time_s": round(info.export_time_s, 3),
+        "reference": ctx.records.get("reference", "pytorch"),
     }
-    return Artifact(name="model.onnx", path=path, format="onnx", precision="fp32",
+    meta.update(_size_of(ctx.model, ctx.example_inputs))
+    return Artifact(name=path.name, path=path, format="onnx", precision="fp32",
                     parent=parent.name if parent else "pytorch", meta=meta)
+
+
+def _size_of(model, example_inputs) -> dict:
+    """Parameters and MACs of the PyTorch model behind an export (MACs need torch-pruning's counter)."""
+    try:
+        from .prune import count
+
+        macs, params = count(model, example_inputs)
+    except ImportError:
+        macs, params = None, sum(p.numel() for p in model.parameters())
+    return {"params": params, "macs": macs}
+
+
+def _prune_and_recover(ctx: StageContext, ratio: float | None) -> tuple[Any, dict[str, Any]]:
+    import copy
+
+    from .prune import UNSTRUCTURED_NOTE, prune_model
+    from .recover import recover
+
+    p = ctx.recipe.prune
+    teacher = ctx.models["pytorch"]
+    student = copy.deepcopy(teacher).eval()
+    info = prune_model(student, ctx.example_inputs, ratio=ratio, method=p.method, importance=p.importance,
+                       target_macs=p.target_macs, protect=tuple(p.protect), round_to=p.round_to,
+                       global_pruning=p.global_pruning, data=ctx.calib)
+    evaluate = ctx.records.get("evaluate")
+    meta: dict[str, Any] = {"pruning": info.to_dict(), "params": info.params_after, "macs": info.macs_after,
+                            "accuracy_before_recovery": evaluate(student) if evaluate else None}
+    hook = ctx.records.get("recovery_hook")
+    if p.recover and p.method == "channel" and (p.recover_steps > 0 or hook is not None):
+        meta["recovery"] = recover(student, teacher, dict(ctx.calib or {}), list(ctx.example_inputs),
+                                   steps=p.recover_steps, lr=p.recover_lr, hook=hook, seed=ctx.recipe.parity.seed)
+    elif p.method != "channel":
+        meta["recovery"] = {"method": "none", "reason": "recovery would refill the zeroed weights"}
+        meta["warnings"] = [UNSTRUCTURED_NOTE]
+    meta["accuracy_after_recovery"] = evaluate(student) if evaluate else None
+    return student, meta
+
+
+def _search_ratio(ctx: StageContext) -> tuple[Any, dict[str, Any]]:
+    """Largest ratio in [ratio, ratio_max] whose accuracy drop after recovery stays within the budget."""
+    from edgesdk.errors import InputError
+
+    p = ctx.recipe.prune
+    budget = p.max_accuracy_drop if p.max_accuracy_drop is not None else ctx.recipe.quantize.max_accuracy_drop
+    base = ctx.records.get("baseline_accuracy")
+    if budget is None or base is None:
+        raise InputError("a pruning range needs an accuracy budget",
+                         expected="--prune LOW:HIGH with --max-accuracy-drop POINTS and labelled --eval-data",
+                         hint="or give a single ratio, e.g. --prune 0.5")
+    tries: list[dict[str, Any]] = []
+
+    def attempt(r: float) -> tuple[Any, dict[str, Any], bool]:
+        student, meta = _prune_and_recover(ctx, r)
+        drop = round(base - meta["accuracy_after_recovery"], 3)
+        ok = drop <= budget
+        tries.append({"ratio": r, "accuracy": meta["accuracy_after_recovery"], "drop": drop, "met": ok})
+        ctx.records["say"](f"pruning ratio {r}: accuracy {meta['accuracy_after_recovery']:.2f}% (drop {drop:.2f}, "
+                           f"budget {budget}) -> {'within budget' if ok else 'over budget'}")
+        return student, meta, ok
+
+    lo, hi = p.ratio, p.ratio_max
+    best = attempt(hi)
+    if not best[2]:
+        best = attempt(lo)
+        while best[2] and hi - lo > 0.02 and len(tries) < 5:  # bisect between lo (holds) and hi (fails)
+            mid = round((lo + hi) / 2, 3)
+            trial = attempt(mid)
+            if trial[2]:
+                lo, best = mid, trial
+            else:
+                hi = mid
+    student, meta, ok = best
+    meta["search"] = {"budget": budget, "tries": tries, "met": ok, "chosen": tries[-1]["ratio"] if not ok else
+                      max(t["ratio"] for t in tries if t["met"])}
+    return student, meta
+
+
+@register_stage("prune")
+def prune_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
+    """Prune a copy of the model, recover it, persist it without pickle; later stages use the pruned model."""
+    from edgesdk.atomic import sha256_file
+
+    from .prune import save_pruned
+
+    p = ctx.recipe.prune
+    if p.ratio_max is not None:
+        student, meta = _search_ratio(ctx)
+    else:
+        student, meta = _prune_and_recover(ctx, p.ratio)
+    weights, shapes = save_pruned(student, ctx.workdir / "model.pruned")
+    meta["shapes_file"] = {"path": shapes.name, "sha256": sha256_file(shapes)}
+    ctx.models["pytorch.pruned"] = ctx.model = student
+    ctx.records.update(variant=".pruned", reference="pytorch.pruned")
+    art = Artifact(name=weights.name, path=weights, format="torch", precision="fp32",
+                   parent=parent.name if parent else "pytorch", meta=meta)
+    art.accuracy = meta["accuracy_after_recovery"]
+    if meta.get("search", {}).get("met") is False:
+        art.status = "budget_not_met"
+        meta["budget"] = {"shortfall": f"no ratio in [{p.ratio}, {p.ratio_max}] kept the accuracy drop within "
+                                       f"{meta['search']['budget']} points (tries: {meta['search']['tries']})"}
+    return art
 
 
 _SUFFIX = {"fp16": "fp16", "int8": "int8", "int8-dynamic": "int8dyn"}
@@ -42,14 +149,16 @@ def quantize_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
         raise InputError("quantize_onnx needs an ONNX artifact before it", hint="put export_onnx first in the recipe")
     q = ctx.recipe.quantize
     path = ctx.workdir / f"{parent.path.stem}.{_SUFFIX[q.mode]}.onnx"
+    calib = {k: v[:q.calib_samples] for k, v in ctx.calib.items()} if ctx.calib else None
     budget = ctx.records.get("budget")
     if budget is not None:
         info, budget_meta = budget(parent.path, path)
     else:
-        info = quantize_onnx(parent.path, path, mode=q.mode, calib=ctx.calib, calib_method=q.calib_method,
+        info = quantize_onnx(parent.path, path, mode=q.mode, calib=calib, calib_method=q.calib_method,
                              per_channel=q.per_channel, target=q.target, nodes_to_exclude=q.exclude)
         budget_meta = None
-    meta = {"quantization": info.to_dict(), "calibration": ctx.calib_source, "warnings": list(info.warnings)}
+    meta = {"quantization": info.to_dict(), "calibration": ctx.calib_source, "warnings": list(info.warnings),
+            "reference": parent.meta.get("reference", "pytorch")}
     if budget_meta is not None:
         meta["budget"] = budget_meta
     art = Artifact(name=path.name, path=path, format="onnx", precision=_PRECISION[q.mode], parent=parent.name,

@@ -59,6 +59,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
              calib_data: Any = None,
              eval_data: Mapping[str, np.ndarray] | None = None,
              output_names: list[str] | None = None, progress: Progress | None = None,
+             recovery_hook: Callable[[Any, Mapping[str, np.ndarray]], Any] | None = None,
              **options: Any) -> Result:
     """Export ``model``, verify each artifact against it, benchmark, write ``out_dir``.
 
@@ -66,7 +67,8 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     ``calib_data``: a dict of arrays named like the inputs, an iterable of such dicts, a path
     (.npz or a directory of NAME.npy) or the string "random". ``eval_data``: a dict of arrays
     named like the inputs, with ``labels`` for task accuracy. ``options`` override recipe fields
-    (``opset=17``, ``benchmark=False``, ``allow_mismatch=True`` ...).
+    (``opset=17``, ``benchmark=False``, ``allow_mismatch=True``, ``quantize="int8"``, ``prune=0.5`` ...).
+    ``recovery_hook(model, data)`` replaces the built-in distillation after pruning with your own loop.
 
     >>> result = compress(model, {"x": torch.rand(1, 1, 8, 8)}, out_dir="out", benchmark=False)
     """
@@ -86,9 +88,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
 
     calib_source = None
     if calib_data is not None:
-        calib_data, calib_source = load_calibration(calib_data, examples_np, samples=recipe.quantize.calib_samples
-                                                    if recipe.quantize.mode == "int8" else None,
-                                                    seed=recipe.parity.seed)
+        calib_data, calib_source = load_calibration(calib_data, examples_np, seed=recipe.parity.seed)
     if eval_data is not None:
         eval_data = dict(eval_data)
         check_feeds_match({k: v for k, v in eval_data.items() if k != "labels"}, examples_np, what="eval data")
@@ -114,7 +114,23 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     baseline_accuracy = _accuracy(torch_session, eval_data, list(examples)) if eval_data is not None else None
     with staged_output_dir(out_dir) as stage:
         ctx = StageContext(model=model, example_inputs=examples, recipe=recipe, workdir=stage,
-                           output_names=out_names, calib=calib_data, calib_source=calib_source)
+                           output_names=out_names, calib=calib_data, calib_source=calib_source,
+                           models={"pytorch": model})
+        ctx.records.update(say=say, baseline_accuracy=baseline_accuracy)
+        if recovery_hook is not None:
+            ctx.records["recovery_hook"] = recovery_hook
+        if eval_data is not None and "labels" in eval_data:
+            ctx.records["evaluate"] = lambda m: _accuracy(
+                TorchSession.from_module(m, list(examples), output_names=out_names, example_inputs=examples_np),
+                eval_data, list(examples))
+        references = {"pytorch": reference_outputs}
+
+        def reference(name: str) -> list[dict[str, np.ndarray]]:
+            if name not in references:
+                sess = TorchSession.from_module(ctx.models[name], list(examples), output_names=out_names,
+                                                example_inputs=examples_np)
+                references[name] = [sess.run(f) for f in reference_inputs]
+            return references[name]
         if q.mode != "none" and (q.max_accuracy_drop is not None or q.min_cosine is not None):
             from edgesdk.compress.budget import AccuracyBudget
 
@@ -123,8 +139,16 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
         failures: list[str] = []
 
         def check(art: Artifact) -> None:
-            say(f"checking {art.name} against PyTorch")
-            _gate(art, recipe, reference_inputs, reference_outputs, eval_data, list(examples), failures)
+            if art.format == "torch":  # a pruned PyTorch model: not an export to verify, but say how far it moved
+                art.meta["vs_original"] = _vs(reference_outputs, reference("pytorch.pruned"))
+                return
+            ref = art.meta.get("reference", "pytorch")
+            say(f"checking {art.name} against PyTorch" + (" (pruned model)" if ref != "pytorch" else ""))
+            _gate(art, recipe, reference_inputs, reference(ref), eval_data, list(examples), failures)
+            if ref != "pytorch":
+                art.meta["vs_original"] = _vs(reference_outputs, art.meta.pop("_outputs"))
+            else:
+                art.meta.pop("_outputs", None)
 
         artifacts = run_stages(recipe.stages, ctx, on_artifact=check)
         if failures and not recipe.parity.allow_mismatch:
@@ -246,6 +270,7 @@ def _gate(art: Artifact, recipe: Recipe, ref_in: list[dict[str, np.ndarray]],
         art.inputs = [s.to_dict() for s in sess.inputs]
         art.outputs = [s.to_dict() for s in sess.outputs]
         got = [sess.run(feeds) for feeds in ref_in]
+        art.meta["_outputs"] = got
         result = compare(ref_out, got, atol=atol, rtol=rtol, min_cosine=min_cos)
         art.parity = result.to_dict()
         art.parity["batches"] = len(ref_in)
@@ -255,6 +280,12 @@ def _gate(art: Artifact, recipe: Recipe, ref_in: list[dict[str, np.ndarray]],
         art.status = "parity_mismatch"
         failures.append(f"{art.name}: {result.failure_message()}")
         log.warning("parity failed for %s: %s", art.name, result.failure_message())
+
+
+def _vs(original: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """How far a pruned model's outputs moved from the original model's (informational, not a gate)."""
+    d = compare(original, got, atol=None, rtol=None).to_dict()
+    return {"cosine": d["cosine"], "top1_agreement": d["top1_agreement"], "max_abs_err": d["max_abs_err"]}
 
 
 def _accuracy(session: Any, eval_data: Mapping[str, np.ndarray], input_names: list[str],
@@ -285,6 +316,8 @@ def _benchmark_all(torch_session: Any, artifacts: list[Artifact], recipe: Recipe
                     accuracy=baseline_accuracy, parity_passed=None, speedup_vs_baseline=1.0)
         rows.append(base)
         for art in artifacts:
+            if art.format == "torch":
+                continue
             say(f"benchmarking {art.name} at batch {batch}")
             with load(art.path, threads=cfg.threads) as sess:
                 r = benchmark(sess, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,

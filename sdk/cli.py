@@ -71,6 +71,17 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
+def _prune_range(text: str | None) -> dict[str, float | None]:
+    if not text:
+        return {}
+    lo, sep, hi = text.partition(":")
+    try:
+        return {"prune": float(lo), "prune_max": float(hi) if sep else None}
+    except ValueError:
+        raise InputError(f"bad --prune value {text!r}", expected="a ratio like 0.5 or a range like 0.3:0.7",
+                         found=text) from None
+
+
 def _emit_report(report: dict[str, Any], as_json: bool) -> None:
     from .report import to_markdown
 
@@ -111,6 +122,15 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
               help="Chooses activation/weight types: cpu = uint8/int8, tensorrt = symmetric int8.")
 @click.option("--max-accuracy-drop", type=float, help="INT8 budget in accuracy points (needs --eval-data labels).")
 @click.option("--min-cosine", type=float, help="Label-free INT8 budget: cosine vs PyTorch on the reference inputs.")
+@click.option("--prune", "prune_text", metavar="RATIO|LOW:HIGH",
+              help="Prune before export: a ratio in (0, 1), or a range searched under --max-accuracy-drop.")
+@click.option("--prune-method", type=click.Choice(["channel", "unstructured", "2:4"]), help="Default channel.")
+@click.option("--prune-target-macs", type=int, help="Prune channels until the model has at most this many MACs.")
+@click.option("--prune-importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), help="Default l1.")
+@click.option("--prune-protect", multiple=True, metavar="MODULE", help="Module name never pruned (repeatable).")
+@click.option("--no-recover", is_flag=True, help="Skip distillation after pruning.")
+@click.option("--recover-steps", type=int, help="Distillation steps after pruning (default 1000).")
+@click.option("--recover-lr", type=float, help="Distillation learning rate (default 3e-3).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def compress(ctx: click.Context, model: str, weights: str | None, input_specs: tuple[str, ...],
@@ -120,7 +140,10 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
              rtol: float | None, allow_mismatch: bool, no_benchmark: bool, batch_text: str | None,
              threads: int | None, warmup: int | None, iterations: int | None, quantize: str | None,
              calib_method: str | None, per_channel: bool | None, quant_target: str | None,
-             max_accuracy_drop: float | None, min_cosine: float | None, as_json: bool) -> None:
+             max_accuracy_drop: float | None, min_cosine: float | None, prune_text: str | None,
+             prune_method: str | None, prune_target_macs: int | None, prune_importance: str | None,
+             prune_protect: tuple[str, ...], no_recover: bool, recover_steps: int | None,
+             recover_lr: float | None, as_json: bool) -> None:
     """Export MODEL (path/to/file.py:factory or package.module:factory), verify and benchmark it."""
     from .recipe import Recipe, apply_options
 
@@ -133,6 +156,9 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
         "batches": _batches(batch_text) if batch_text else None, "threads": threads, "warmup": warmup,
         "iterations": iterations, "quantize": quantize, "calib_method": calib_method, "per_channel": per_channel,
         "quant_target": quant_target, "max_accuracy_drop": max_accuracy_drop, "min_cosine_budget": min_cosine,
+        "prune_method": prune_method, "prune_target_macs": prune_target_macs, "prune_importance": prune_importance,
+        "prune_protect": tuple(prune_protect) or None, "recover": False if no_recover else None,
+        "recover_steps": recover_steps, "recover_lr": recover_lr, **_prune_range(prune_text),
     }
     recipe = apply_options(recipe, **{k: v for k, v in flags.items() if v is not None})
     if not input_specs and not example_inputs:

@@ -70,6 +70,7 @@ class StageContext:
     output_names: list[str]
     calib: dict[str, Any] | None = None
     calib_source: str | None = None
+    models: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)
 
 

@@ -23,6 +23,8 @@ EXPORTERS = ("auto", "dynamo", "legacy")
 QUANT_MODES = ("none", "fp16", "int8", "int8-dynamic")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANT_TARGETS = ("auto", "cpu", "tensorrt")
+PRUNE_METHODS = ("channel", "unstructured", "2:4")
+PRUNE_IMPORTANCES = ("l1", "l2", "bn", "taylor")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,24 @@ class QuantizeConfig:
 
 
 @dataclass(frozen=True)
+class PruneConfig:
+    """Pruning of the PyTorch model before export (Torch-Pruning)."""
+
+    ratio: float | None = None  # 0 < r < 1; None: no pruning
+    ratio_max: float | None = None  # with ratio: search the largest ratio in [ratio, ratio_max] under the budget
+    method: str = "channel"  # channel | unstructured | 2:4
+    importance: str = "l1"  # l1 | l2 | bn | taylor
+    target_macs: int | None = None
+    protect: tuple[str, ...] = ()
+    round_to: int | None = 8
+    global_pruning: bool = False
+    recover: bool = True
+    recover_steps: int = 1000
+    recover_lr: float = 3e-3
+    max_accuracy_drop: float | None = None  # for the ratio search (points, needs labelled eval data)
+
+
+@dataclass(frozen=True)
 class Recipe:
     """What a compress run does. Build it from flags, YAML or code; it is data."""
 
@@ -83,6 +103,7 @@ class Recipe:
     parity: ParityConfig = field(default_factory=ParityConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -119,6 +140,19 @@ class Recipe:
             raise InputError("max accuracy drop must be >= 0 points", found=str(q.max_accuracy_drop))
         if q.min_cosine is not None and not 0 < q.min_cosine <= 1:
             raise InputError("min cosine must be in (0, 1]", found=str(q.min_cosine))
+        p = self.prune
+        for r in (p.ratio, p.ratio_max):
+            if r is not None and not 0 < r < 1:
+                raise InputError("pruning ratio must be between 0 and 1 (exclusive)", expected="0 < ratio < 1",
+                                 found=str(r), hint="e.g. --prune 0.5 or a range --prune 0.3:0.7")
+        if p.ratio_max is not None and (p.ratio is None or p.ratio_max < p.ratio):
+            raise InputError("pruning range must be LOW:HIGH with LOW <= HIGH", found=f"{p.ratio}:{p.ratio_max}")
+        if p.method not in PRUNE_METHODS:
+            raise InputError(f"unknown pruning method {p.method!r}", expected=" | ".join(PRUNE_METHODS))
+        if p.importance not in PRUNE_IMPORTANCES:
+            raise InputError(f"unknown pruning importance {p.importance!r}", expected=" | ".join(PRUNE_IMPORTANCES))
+        if p.recover_steps < 0 or p.recover_lr <= 0:
+            raise InputError("recovery needs steps >= 0 and lr > 0", found=f"{p.recover_steps}, {p.recover_lr}")
         if self.benchmark.iterations < 1 or self.benchmark.warmup < 0:
             raise InputError("benchmark needs iterations >= 1 and warmup >= 0",
                              found=f"iterations={self.benchmark.iterations}, warmup={self.benchmark.warmup}")
@@ -127,6 +161,8 @@ class Recipe:
     def stages(self) -> list[str]:
         """The stage names this recipe runs, in order."""
         stages = [f"export_{t}" for t in self.targets]
+        if self.prune.ratio is not None or self.prune.target_macs is not None:
+            stages += ["prune", "export_onnx"]
         if self.quantize.mode != "none":
             stages.append("quantize_onnx")
         return stages
@@ -144,7 +180,7 @@ class Recipe:
         data.pop("schema_version", None)
         data.pop("stages", None)
         sections = {"export": ExportConfig, "parity": ParityConfig, "benchmark": BenchmarkConfig,
-                    "quantize": QuantizeConfig}
+                    "quantize": QuantizeConfig, "prune": PruneConfig}
         kwargs: dict[str, Any] = {}
         _check_keys("recipe", data, {f.name for f in fields(cls)})
         for key, value in data.items():
@@ -229,6 +265,17 @@ FLAT_OPTIONS: dict[str, tuple[str, str]] = {
     "quant_exclude": ("quantize", "exclude"),
     "max_accuracy_drop": ("quantize", "max_accuracy_drop"),
     "min_cosine_budget": ("quantize", "min_cosine"),
+    "prune": ("prune", "ratio"),
+    "prune_max": ("prune", "ratio_max"),
+    "prune_method": ("prune", "method"),
+    "prune_importance": ("prune", "importance"),
+    "prune_target_macs": ("prune", "target_macs"),
+    "prune_protect": ("prune", "protect"),
+    "prune_round_to": ("prune", "round_to"),
+    "recover": ("prune", "recover"),
+    "recover_steps": ("prune", "recover_steps"),
+    "recover_lr": ("prune", "recover_lr"),
+    "prune_max_accuracy_drop": ("prune", "max_accuracy_drop"),
 }
 
 

@@ -2,7 +2,7 @@
 
     python examples/digits/train.py --out DIR [--epochs 30] [--seed 0]
 
-Writes DIR/weights.safetensors, DIR/calib.npz (``x``: training images for calibration),
+Writes DIR/weights.safetensors, DIR/calib.npz (``x``: the unlabelled training images),
 DIR/eval.npz (``x``, ``labels``: the held-out split) and DIR/train_summary.json.
 """
 from __future__ import annotations
@@ -75,7 +75,9 @@ def train(out_dir: str | Path, epochs: int = 30, seed: int = 0) -> dict:
         train_acc = (model(xt).argmax(1) == yt).float().mean().item() * 100
         test_acc = (model(torch.from_numpy(x_te)).argmax(1) == torch.from_numpy(y_te)).float().mean().item() * 100
     _atomic(out / "weights.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
-    for name, arrays in (("calib.npz", {"x": x_tr[:256]}), ("eval.npz", {"x": x_te, "labels": y_te})):
+    # calib.npz holds the unlabelled training images: quantization calibrates on the first 256,
+    # recovery after pruning distils on all of them.
+    for name, arrays in (("calib.npz", {"x": x_tr}), ("eval.npz", {"x": x_te, "labels": y_te})):
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         _atomic(out / name, buf.getvalue())

@@ -1,0 +1,70 @@
+"""Recovery after pruning: label-free knowledge distillation, labelled fine-tuning, or the user's own loop.
+
+Example::
+
+    info = recover(student, teacher, {"x": x_unlabelled}, steps=300, lr=1e-3)
+    info = recover(student, teacher, {"x": x, "labels": y})          # KD + cross-entropy
+    info = recover(student, teacher, data, hook=my_train_loop)       # hook(model, data) -> model
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from edgesdk.errors import InputError
+
+RecoveryHook = Callable[[Any, Mapping[str, np.ndarray]], Any]
+
+
+def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, input_names: list[str], *,
+            steps: int = 1000, lr: float = 3e-3, batch_size: int = 64, temperature: float = 2.0,
+            hook: RecoveryHook | None = None, seed: int = 0) -> dict[str, Any]:
+    """Train ``student`` in place to match ``teacher`` (and ``labels`` when the data has them)."""
+    import torch
+    import torch.nn.functional as F
+
+    t0 = time.perf_counter()
+    if hook is not None:
+        out = hook(student, data or {})
+        if out is not None and out is not student:
+            raise InputError("the recovery hook must train the model in place and return it (or None)",
+                             found=type(out).__name__)
+        return {"method": "hook", "time_s": round(time.perf_counter() - t0, 2)}
+    if not data:
+        raise InputError("recovery needs data", expected="--calib data (unlabelled is fine) or a recovery hook",
+                         hint="or disable recovery with --no-recover")
+    n = len(data[input_names[0]])
+    labels = data.get("labels")
+    rng = np.random.default_rng(seed)
+    teacher.eval()
+    opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    losses = []
+    student.train()
+    for step in range(steps):
+        idx = rng.choice(n, size=min(batch_size, n), replace=False)
+        batch = [torch.from_numpy(np.ascontiguousarray(data[k][idx])) for k in input_names]
+        with torch.no_grad():
+            t_out = teacher(*batch)
+        s_out = student(*batch)
+        t_out = t_out[0] if isinstance(t_out, (tuple, list)) else t_out
+        s_out = s_out[0] if isinstance(s_out, (tuple, list)) else s_out
+        if s_out.ndim == 2 and s_out.shape[1] > 1:  # classifier: soft-target KL
+            loss = F.kl_div(F.log_softmax(s_out / temperature, 1), F.softmax(t_out / temperature, 1),
+                            reduction="batchmean") * temperature**2
+        else:
+            loss = F.mse_loss(s_out, t_out)
+        if labels is not None and s_out.ndim == 2:
+            loss = loss + F.cross_entropy(s_out, torch.from_numpy(np.asarray(labels)[idx]).long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    student.eval()
+    return {"method": "distillation" + (" + labels" if labels is not None else ""), "steps": steps, "lr": lr,
+            "batch_size": batch_size, "loss_first": round(float(np.mean(losses[:10])), 5) if losses else None,
+            "loss_last": round(float(np.mean(losses[-10:])), 5) if losses else None,
+            "time_s": round(time.perf_counter() - t0, 2)}
