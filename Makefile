@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/edgesdk compress examples/digits/model.py:build \
 		--weights $(DEMO)/digits/weights.safetensors --input x:1x1x8x8 \
 		--calib $(DEMO)/digits/calib.npz --eval-data $(DEMO)/digits/eval.npz \
-		--threads 2 --batch 1,32 -o $(DEMO)/digits/out
+		--prune 0.5 --quantize int8 --threads 2 --batch 1,32 -o $(DEMO)/digits/out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -160,6 +160,8 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
         results: list[dict[str, Any]] = []
         if recipe.benchmark.enabled:
             results = _benchmark_all(torch_session, artifacts, recipe, baseline_accuracy, say)
+            for msg in _slower_than_parent(artifacts, results):
+                log.warning(msg)
         from edgesdk.runtimes.fingerprint import device_fingerprint
 
         report = build_report(device=device_fingerprint(), results=results, recipe=recipe.to_dict(),
@@ -280,6 +282,23 @@ def _gate(art: Artifact, recipe: Recipe, ref_in: list[dict[str, np.ndarray]],
         art.status = "parity_mismatch"
         failures.append(f"{art.name}: {result.failure_message()}")
         log.warning("parity failed for %s: %s", art.name, result.failure_message())
+
+
+def _slower_than_parent(artifacts: list[Artifact], results: list[dict[str, Any]]) -> list[str]:
+    """Say when a compressed artifact runs slower than the artifact it came from (INT8 that does not pay)."""
+    p50 = {(r["artifact"], r["batch"]): r["latency_ms"]["p50"] for r in results}
+    msgs = []
+    for art in artifacts:
+        if art.stage != "quantize_onnx" or art.parent is None:
+            continue
+        for (name, batch), t in p50.items():
+            parent_t = p50.get((art.parent, batch))
+            if name == art.name and parent_t is not None and t > parent_t * 1.05:
+                msg = (f"{art.name} is {t / parent_t:.2f}x slower than {art.parent} at batch {batch} on this CPU: "
+                       f"quantization does not pay for this model here; ship {art.parent} for speed")
+                art.meta.setdefault("warnings", []).append(msg)
+                msgs.append(msg)
+    return msgs
 
 
 def _vs(original: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]) -> dict[str, Any]:

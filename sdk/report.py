@@ -107,6 +107,35 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def _steps_table(report: dict[str, Any]) -> list[str]:
+    """What each step bought: params, MACs, size, batch-1 p50, cosine vs the original model, accuracy."""
+    arts = report.get("artifacts") or []
+    if len(arts) < 2:
+        return []
+    p50 = {r["artifact"]: r["latency_ms"]["p50"] for r in report.get("results", []) if r.get("batch") == 1}
+    out = ["", "## What each step bought", "",
+           "| artifact | stage | params | MACs | size | p50 ms (batch 1) | cosine vs original | accuracy | notes |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for a in arts:
+        m = a.get("meta") or {}
+        vs = m.get("vs_original") or {}
+        cos = vs.get("cosine", (a.get("parity") or {}).get("cosine"))
+        notes = []
+        if m.get("accuracy_before_recovery") is not None:
+            notes.append(f"{m['accuracy_before_recovery']:.2f}% before recovery")
+        q = m.get("quantization") or {}
+        if q.get("activation_type"):
+            notes.append(f"{q['activation_type']} activations / {q.get('weight_type')} weights")
+        if (m.get("budget") or {}).get("float_nodes"):
+            notes.append(f"{len(m['budget']['float_nodes'])} nodes kept in float")
+        if a.get("status", "ok") != "ok":
+            notes.append(f"**{a['status']}**")
+        out.append(f"| {a['name']} | {a.get('stage', '')} | {_fmt(m.get('params'), ',')} | {_fmt(m.get('macs'), ',')} | "
+                   f"{_fmt_size(a.get('size_bytes'))} | {_fmt(p50.get(a['name']))} | {_fmt(cos, '.5f')} | "
+                   f"{_fmt(a.get('accuracy'), '.2f', '%')} | {'; '.join(notes)} |")
+    return out
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """Render the report as Markdown: device line, then one row per (artifact, backend, batch)."""
     dev = report.get("device") or {}
@@ -137,6 +166,10 @@ def to_markdown(report: dict[str, Any]) -> str:
                 p = a.get("parity") or {}
                 lines.append(f"| {a['name']} | {a['format']} | {a['precision']} | {_fmt_size(a.get('size_bytes'))} | "
                              f"{'pass' if p.get('passed') else '**FAIL**'} | {_fmt(a.get('accuracy'), '.2f', '%')} |")
+    lines += _steps_table(report)
+    warnings = [w for a in report.get("artifacts") or [] for w in (a.get("meta") or {}).get("warnings", [])]
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in dict.fromkeys(warnings)]
     base = report.get("baseline") or {}
     if base.get("accuracy") is not None:
         lines += ["", f"PyTorch eager accuracy: {base['accuracy']:.2f}%"]
