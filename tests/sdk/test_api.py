@@ -111,3 +111,18 @@ def test_tuple_inputs_and_options(tmp_path):
     assert {r["batch"] for r in res.report["results"]} == {1, 2}
     with pytest.raises(InputError, match="unknown option"):
         edgesdk.compress(Small(), (torch.rand(3, 4),), out_dir=tmp_path / "p", opsett=17)
+
+
+def test_int8_slower_than_parent_is_warned():
+    from edgesdk.api import _slower_than_parent
+    from edgesdk.pipeline import Artifact
+
+    fp32 = Artifact("m.onnx", Path("m.onnx"), "onnx", "fp32", stage="export_onnx")
+    int8 = Artifact("m.int8.onnx", Path("m.int8.onnx"), "onnx", "int8", stage="quantize_onnx", parent="m.onnx")
+    rows = [{"artifact": "m.onnx", "batch": 1, "latency_ms": {"p50": 1.0}},
+            {"artifact": "m.int8.onnx", "batch": 1, "latency_ms": {"p50": 1.5}},
+            {"artifact": "m.onnx", "batch": 8, "latency_ms": {"p50": 4.0}},
+            {"artifact": "m.int8.onnx", "batch": 8, "latency_ms": {"p50": 2.0}}]
+    msgs = _slower_than_parent([fp32, int8], rows)
+    assert len(msgs) == 1 and "1.50x slower than m.onnx at batch 1" in msgs[0]
+    assert int8.meta["warnings"] == msgs
