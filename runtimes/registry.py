@@ -51,6 +51,22 @@ def backend_class(name: str) -> type[Session]:
     return getattr(importlib.import_module(module), cls)
 
 
+def verify_entry(root: Path, entry: dict[str, Any]) -> Path:
+    """The artifact file of a manifest entry, after checking it still has the recorded sha256."""
+    from edgesdk.atomic import sha256_file
+
+    file = root / entry["path"]
+    if not file.is_file():
+        raise ArtifactError(f"{file} is listed in {root / 'manifest.json'} but missing",
+                            hint="copy the whole artifact directory, or re-run `edgesdk compress`")
+    want = entry.get("sha256")
+    if want and sha256_file(file) != want:
+        raise ArtifactError(f"{file} changed since the manifest was written; refusing to run it",
+                            expected=f"sha256 {want}", found=f"sha256 {sha256_file(file)} ({file.stat().st_size} bytes)",
+                            hint="copy the directory again (a partial copy or a Git LFS pointer?) or re-run compress")
+    return file
+
+
 def _from_dir(path: Path, artifact: str | None) -> Path:
     manifest = path / "manifest.json"
     if not manifest.is_file():
@@ -65,7 +81,7 @@ def _from_dir(path: Path, artifact: str | None) -> Path:
         if artifact is not None and e.get("name") != artifact:
             continue
         if artifact is not None or FORMAT_BACKENDS.get(e.get("format"), []):
-            return path / e["path"]
+            return verify_entry(path, e)
     raise ArtifactError(f"no runnable artifact in {path}" + (f" named {artifact!r}" if artifact else ""),
                         found=f"artifacts: {', '.join(map(str, names)) or 'none'}",
                         hint="pass artifact=NAME, or install the backend for these formats (`edgesdk doctor`)")

@@ -27,7 +27,9 @@ def _targets(path: Path) -> list[tuple[Path, dict[str, Any]]]:
             data = json.loads(manifest.read_text())
         except json.JSONDecodeError as e:
             raise ArtifactError(f"{manifest} is not valid JSON", found=str(e)) from e
-        return [(path / a["path"], a) for a in data.get("artifacts", [])]
+        from edgesdk.runtimes.registry import FORMAT_BACKENDS, verify_entry
+
+        return [(verify_entry(path, a), a) for a in data.get("artifacts", []) if FORMAT_BACKENDS.get(a.get("format"))]
     return [(path, {})]
 
 

@@ -228,3 +228,20 @@ def test_calibration_data_mismatch(tmp_path, digits_dir):
     res = invoke("compress", f"{DIGITS_MODEL}:build", "--input", "x:1x1x8x8", "--calib", tmp_path / "c.npz",
                  "-o", tmp_path / "o")
     assert_clean_error(res, "NaN")
+
+
+def test_changed_artifact_is_refused(digits_run, tmp_path):
+    import shutil
+
+    out, _ = digits_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    assert_clean_error(invoke("benchmark", copy, "--iterations", "2"), "model.onnx changed", "sha256")
+    from edgesdk.errors import ArtifactError
+    from edgesdk.runtimes import load
+
+    with pytest.raises(ArtifactError, match="changed since the manifest"):
+        load(copy)
