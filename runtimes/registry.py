@@ -24,15 +24,18 @@ from .formats import detect_format
 BACKENDS: dict[str, str] = {
     "onnxruntime": "edgesdk.runtimes.onnxruntime:OrtSession",
     "torch": "edgesdk.runtimes.torch:TorchSession",
+    "openvino": "edgesdk.runtimes.openvino:OpenVINOSession",
 }
 # The Python package each backend needs, and how to install it.
 REQUIRES: dict[str, tuple[str, str]] = {
     "onnxruntime": ("onnxruntime", "pip install 'edgesdk[onnx]'"),
     "torch": ("torch", "pip install 'edgesdk[compress]'"),
+    "openvino": ("openvino", "pip install 'edgesdk[openvino]'"),
 }
 # Which backends can run each file format, in order of preference.
-FORMAT_BACKENDS: dict[str, list[str]] = {"onnx": ["onnxruntime"], "tflite": [], "engine": [], "openvino": []}
-_PLANNED = {"tflite": "LiteRT (ai-edge-litert)", "engine": "TensorRT", "openvino": "OpenVINO"}
+FORMAT_BACKENDS: dict[str, list[str]] = {"onnx": ["onnxruntime", "openvino"], "tflite": [], "engine": [],
+                                         "openvino": ["openvino"]}
+_PLANNED = {"tflite": "LiteRT (ai-edge-litert)", "engine": "TensorRT"}
 
 
 def _installed(backend: str) -> bool:
@@ -114,6 +117,21 @@ def load(path: str | Path, backend: str = "auto", threads: int | None = None, de
     return sess.load()
 
 
+def _ort_detail() -> str:
+    import onnxruntime
+
+    return "providers: " + ", ".join(onnxruntime.get_available_providers())
+
+
+def _ov_detail() -> str:
+    import openvino
+
+    return "devices: " + ", ".join(openvino.Core().available_devices)
+
+
+_DETAILS = {"onnxruntime": _ort_detail, "openvino": _ov_detail}
+
+
 def backend_status() -> list[dict[str, Any]]:
     """One dict per backend: name, available, version, detail (providers...), install command."""
     out = []
@@ -126,13 +144,10 @@ def backend_status() -> list[dict[str, Any]]:
             except importlib.metadata.PackageNotFoundError:
                 row["version"] = None
             row["available"] = True
-            if name == "onnxruntime":
-                try:
-                    import onnxruntime
-
-                    row["detail"] = "providers: " + ", ".join(onnxruntime.get_available_providers())
-                except (ImportError, OSError) as e:
-                    row["available"], row["detail"] = False, f"import failed: {e}"
+            try:
+                row["detail"] = _DETAILS[name]() if name in _DETAILS else None
+            except (ImportError, OSError, RuntimeError) as e:
+                row["available"], row["detail"] = False, f"import failed: {e}"
         out.append(row)
     for fmt, what in _PLANNED.items():
         out.append({"name": what, "available": False, "version": None,

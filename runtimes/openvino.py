@@ -1,0 +1,105 @@
+"""OpenVINO backend (Intel CPUs): runs ONNX artifacts (FP32 and QDQ INT8) and OpenVINO IR (.xml).
+
+OpenVINO runs FP32 models in bf16 on CPUs that have it unless told otherwise, which breaks
+FP32 parity; this backend asks for f32 and exposes bf16 as its own ``precision="bf16"``.
+
+Example::
+
+    with load("model.onnx", backend="openvino", threads=2) as sess:   # f32 by default
+        y = sess.run({"x": x})
+"""
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import numpy as np
+
+from edgesdk.errors import ArtifactError, BackendUnavailableError, InputError
+
+from .base import Session, TensorSpec
+from .formats import describe_bytes, detect_format, read_head
+
+PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
+
+
+def _spec(port: Any, i: int) -> TensorSpec:
+    shape: list[int | str] = []
+    for k, d in enumerate(port.get_partial_shape()):
+        shape.append(d.get_length() if d.is_static else ("batch" if k == 0 else f"dim{k}"))
+    try:
+        dtype = np.dtype(port.get_element_type().to_dtype()).name
+    except (AttributeError, TypeError):
+        dtype = str(port.get_element_type())
+    names = port.get_names()
+    name = port.get_any_name() if names else f"output_{i}"
+    return TensorSpec(name, dtype, tuple(shape))
+
+
+class OpenVINOSession(Session):
+    """An OpenVINO compiled model; thread-safe through a pool of infer requests (one per concurrent caller)."""
+
+    backend = "openvino"
+    _in: list[TensorSpec] | None = None
+    _out: list[TensorSpec] | None = None
+
+    def _load_impl(self) -> None:
+        try:
+            import openvino as ov
+        except ImportError as e:
+            raise BackendUnavailableError("OpenVINO is not installed", hint="pip install 'edgesdk[openvino]'") from e
+        assert self.path is not None
+        fmt = detect_format(self.path)
+        if fmt not in ("onnx", "openvino"):
+            raise ArtifactError(f"{self.path} is a {fmt} file; OpenVINO runs ONNX or OpenVINO IR (.xml)",
+                                found=describe_bytes(read_head(self.path)), hint="use backend='auto'")
+        precision = str(self.options.get("precision", "fp32")).lower()
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown OpenVINO precision {precision!r}", expected="fp32 | bf16 | fp16")
+        if self.device not in ("auto", "cpu"):
+            raise BackendUnavailableError(f"this OpenVINO backend runs on the CPU; device={self.device!r} asked for",
+                                          hint="use device='cpu' (or 'auto')")
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+            self._compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"OpenVINO cannot load {self.path}", expected="a valid ONNX model or OpenVINO IR",
+                                found=first, hint="check the file with `edgesdk inspect`; re-export it") from e
+        self.precision = PRECISIONS[precision]
+        self._in = [_spec(p, i) for i, p in enumerate(self._compiled.inputs)]
+        self._out = [_spec(p, i) for i, p in enumerate(self._compiled.outputs)]
+        self._pool: queue.SimpleQueue = queue.SimpleQueue()
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            req = self._pool.get_nowait()
+        except queue.Empty:
+            req = self._compiled.create_infer_request()
+        try:
+            res = req.infer({s.name: feeds[s.name] for s in self._in})
+            outs = list(res.values())
+            return {s.name: np.array(o, copy=True) for s, o in zip(self._out or [], outs)}
+        finally:
+            self._pool.put(req)
+
+    def _close_impl(self) -> None:
+        self._compiled = None
+        self._pool = queue.SimpleQueue()
+        self._in = self._out = None
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        if self._in is None:
+            self.load()
+        return list(self._in or [])
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        if self._out is None:
+            self.load()
+        return list(self._out or [])

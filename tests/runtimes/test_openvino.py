@@ -1,0 +1,66 @@
+"""The OpenVINO backend passes the same Session contract on CPU: FP32 parity (not bf16), threads, errors."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+
+from edgesdk.errors import ArtifactError, FeedError, InputError  # noqa: E402
+from edgesdk.runtimes import TensorSpec, backend_status, load  # noqa: E402
+
+
+def test_specs_and_fp32_parity_with_onnxruntime(mlp):
+    x = np.random.default_rng(0).random((5, 4), dtype=np.float32) * 10
+    with load(mlp, backend="openvino", threads=1) as ov, load(mlp, backend="onnxruntime") as ort:
+        assert ov.backend == "openvino" and ov.precision == "f32"
+        assert ov.inputs == [TensorSpec("x", "float32", ("batch", 4))]
+        assert ov.outputs == [TensorSpec("y", "float32", ("batch", 3))]
+        for batch in (1, 5):
+            np.testing.assert_allclose(ov.run({"x": x[:batch]})["y"], ort.run({"x": x[:batch]})["y"], rtol=1e-5,
+                                       atol=1e-5)
+
+
+def test_bf16_is_its_own_precision(mlp):
+    x = np.random.default_rng(1).random((4, 4), dtype=np.float32) * 100
+    with load(mlp, backend="openvino", precision="bf16") as bf, load(mlp, backend="openvino") as f32:
+        assert bf.precision == "bf16"
+        y16, y32 = bf.run({"x": x})["y"], f32.run({"x": x})["y"]
+        np.testing.assert_allclose(y16, y32, rtol=5e-2, atol=1.0)
+    with pytest.raises(InputError, match="precision"):
+        load(mlp, backend="openvino", precision="int3")
+
+
+def test_threads_bitwise_equal_and_feed_errors(mlp):
+    xs = [np.random.default_rng(i).random((1 + i % 3, 4), dtype=np.float32) for i in range(8)]
+    with load(mlp, backend="openvino", threads=1) as sess:
+        expected = [sess.run({"x": x})["y"] for x in xs]
+        bad: list[object] = []
+
+        def worker(t: int) -> None:
+            for i in range(100):
+                k = (t + i) % len(xs)
+                if not np.array_equal(sess.run({"x": xs[k]})["y"], expected[k]):
+                    bad.append((t, i))
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert bad == []
+        with pytest.raises(FeedError, match="dtype float64"):
+            sess.run({"x": xs[0].astype(np.float64)})
+        assert sess.run({"x": xs[0]})["y"].shape == (1, 3)
+
+
+def test_wrong_files(tmp_path):
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"<html>nope</html>")
+    with pytest.raises(ArtifactError, match="HTML"):
+        load(f, backend="openvino")
+
+
+def test_doctor_lists_openvino():
+    row = next(r for r in backend_status() if r["name"] == "openvino")
+    assert row["available"] and "CPU" in row["detail"]
