@@ -268,34 +268,48 @@ def _gate(art: Artifact, recipe: Recipe, ref_in: list[dict[str, np.ndarray]],
     from edgesdk.runtimes import load
 
     atol, rtol, min_cos = _tolerance(recipe, art.precision)
-    with load(art.path) as sess:
-        art.inputs = [s.to_dict() for s in sess.inputs]
-        art.outputs = [s.to_dict() for s in sess.outputs]
-        got = [sess.run(feeds) for feeds in ref_in]
-        art.meta["_outputs"] = got
-        result = compare(ref_out, got, atol=atol, rtol=rtol, min_cosine=min_cos)
-        art.parity = result.to_dict()
-        art.parity["batches"] = len(ref_in)
-        if eval_data is not None:
-            art.accuracy = _accuracy(sess, eval_data, input_names)
-    if not result.passed:
-        art.status = "parity_mismatch"
-        failures.append(f"{art.name}: {result.failure_message()}")
-        log.warning("parity failed for %s: %s", art.name, result.failure_message())
+    for i, backend in enumerate(_backends_for(art, recipe)):
+        with load(art.path, backend=backend) as sess:
+            got = [sess.run(feeds) for feeds in ref_in]
+            result = compare(ref_out, got, atol=atol, rtol=rtol, min_cosine=min_cos)
+            accuracy = _accuracy(sess, eval_data, input_names) if eval_data is not None else None
+            if i == 0:  # the first backend's numbers are the artifact's; the others are recorded beside them
+                art.inputs = [s.to_dict() for s in sess.inputs]
+                art.outputs = [s.to_dict() for s in sess.outputs]
+                art.meta["_outputs"] = got
+                art.parity = {**result.to_dict(), "batches": len(ref_in), "backend": sess.backend}
+                art.accuracy = accuracy
+            else:
+                d = result.to_dict()
+                art.meta.setdefault("parity_by_backend", {})[sess.backend] = {
+                    "passed": d["passed"], "max_abs_err": d["max_abs_err"], "cosine": d["cosine"],
+                    "top1_agreement": d["top1_agreement"], "accuracy": accuracy}
+        if not result.passed:
+            art.status = "parity_mismatch"
+            failures.append(f"{art.name} on {backend}: {result.failure_message()}")
+            log.warning("parity failed for %s on %s: %s", art.name, backend, result.failure_message())
+
+
+def _backends_for(art: Artifact, recipe: Recipe) -> list[str]:
+    """The recipe's backends that can run this artifact's format ("auto" = the default one)."""
+    from edgesdk.runtimes.registry import FORMAT_BACKENDS
+
+    runnable = FORMAT_BACKENDS.get(art.format, [])
+    return list(dict.fromkeys(b for b in recipe.benchmark.backends if b == "auto" or b in runnable))
 
 
 def _slower_than_parent(artifacts: list[Artifact], results: list[dict[str, Any]]) -> list[str]:
     """Say when a compressed artifact runs slower than the artifact it came from (INT8 that does not pay)."""
-    p50 = {(r["artifact"], r["batch"]): r["latency_ms"]["p50"] for r in results}
+    p50 = {(r["artifact"], r.get("backend"), r["batch"]): r["latency_ms"]["p50"] for r in results}
     msgs = []
     for art in artifacts:
         if art.stage != "quantize_onnx" or art.parent is None:
             continue
-        for (name, batch), t in p50.items():
-            parent_t = p50.get((art.parent, batch))
+        for (name, backend, batch), t in p50.items():
+            parent_t = p50.get((art.parent, backend, batch))
             if name == art.name and parent_t is not None and t > parent_t * 1.05:
-                msg = (f"{art.name} is {t / parent_t:.2f}x slower than {art.parent} at batch {batch} on this CPU: "
-                       f"quantization does not pay for this model here; ship {art.parent} for speed")
+                msg = (f"{art.name} is {t / parent_t:.2f}x slower than {art.parent} on {backend} at batch {batch} "
+                       f"on this CPU: quantization does not pay for this model here; ship {art.parent} for speed")
                 art.meta.setdefault("warnings", []).append(msg)
                 msgs.append(msg)
     return msgs
@@ -337,15 +351,17 @@ def _benchmark_all(torch_session: Any, artifacts: list[Artifact], recipe: Recipe
         for art in artifacts:
             if art.format == "torch":
                 continue
-            say(f"benchmarking {art.name} at batch {batch}")
-            with load(art.path, threads=cfg.threads) as sess:
-                r = benchmark(sess, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,
-                              duration_s=cfg.duration_s)
-            r.update(artifact=art.name, format=art.format, precision=art.precision,
-                     size_bytes=art.path.stat().st_size, accuracy=art.accuracy,
-                     parity_passed=(art.parity or {}).get("passed"),
-                     speedup_vs_baseline=round(base["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3))
-            rows.append(r)
+            for backend in _backends_for(art, recipe):
+                with load(art.path, backend=backend, threads=cfg.threads) as sess:
+                    say(f"benchmarking {art.name} on {sess.backend} at batch {batch}")
+                    r = benchmark(sess, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,
+                                  duration_s=cfg.duration_s)
+                other = (art.meta.get("parity_by_backend") or {}).get(r["backend"])
+                r.update(artifact=art.name, format=art.format, precision=art.precision,
+                         size_bytes=art.path.stat().st_size, accuracy=other["accuracy"] if other else art.accuracy,
+                         parity_passed=other["passed"] if other else (art.parity or {}).get("passed"),
+                         speedup_vs_baseline=round(base["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3))
+                rows.append(r)
     return rows
 
 

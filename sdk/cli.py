@@ -112,6 +112,8 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--no-benchmark", is_flag=True, help="Skip benchmarking the artifacts.")
 @click.option("--batch", "batch_text", help="Benchmark batch sizes, e.g. 1,8,32 (default 1).")
 @click.option("--threads", type=int, help="Threads for the runtimes and the PyTorch baseline.")
+@click.option("--backends", "backends_text", help="Verify and time each artifact on these backends, e.g. "
+              "onnxruntime,openvino (default: the default backend of each format).")
 @click.option("--warmup", type=int, help="Warm-up runs per benchmark (default 10).")
 @click.option("--iterations", type=int, help="Timed runs per benchmark (default 100).")
 @click.option("--quantize", type=click.Choice(["none", "fp16", "int8", "int8-dynamic"]),
@@ -143,7 +145,7 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
              max_accuracy_drop: float | None, min_cosine: float | None, prune_text: str | None,
              prune_method: str | None, prune_target_macs: int | None, prune_importance: str | None,
              prune_protect: tuple[str, ...], no_recover: bool, recover_steps: int | None,
-             recover_lr: float | None, as_json: bool) -> None:
+             recover_lr: float | None, backends_text: str | None, as_json: bool) -> None:
     """Export MODEL (path/to/file.py:factory or package.module:factory), verify and benchmark it."""
     from .recipe import Recipe, apply_options
 
@@ -159,6 +161,7 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
         "prune_method": prune_method, "prune_target_macs": prune_target_macs, "prune_importance": prune_importance,
         "prune_protect": tuple(prune_protect) or None, "recover": False if no_recover else None,
         "recover_steps": recover_steps, "recover_lr": recover_lr, **_prune_range(prune_text),
+        "backends": tuple(b.strip() for b in backends_text.split(",") if b.strip()) if backends_text else None,
     }
     recipe = apply_options(recipe, **{k: v for k, v in flags.items() if v is not None})
     if not input_specs and not example_inputs:

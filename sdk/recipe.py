@@ -50,6 +50,7 @@ class BenchmarkConfig:
     warmup: int = 10
     iterations: int = 100
     duration_s: float | None = None
+    backends: tuple[str, ...] = ("auto",)  # every artifact is verified and timed on each backend that can run it
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,11 @@ class Recipe:
         if any(b < 1 for b in self.benchmark.batches) or not self.benchmark.batches:
             raise InputError("benchmark batch sizes must be positive integers",
                              found=",".join(map(str, self.benchmark.batches)))
+        known = ("auto", "onnxruntime", "openvino")
+        bad_backends = [b for b in self.benchmark.backends if b not in known]
+        if bad_backends or not self.benchmark.backends:
+            raise InputError("unknown backend in recipe", expected=" | ".join(known),
+                             found=", ".join(bad_backends) or "none")
         q = self.quantize
         for name, value, allowed in (("quantize mode", q.mode, QUANT_MODES), ("calibration method", q.calib_method,
                                      CALIB_METHODS), ("quantization target", q.target, QUANT_TARGETS)):
@@ -257,6 +263,7 @@ FLAT_OPTIONS: dict[str, tuple[str, str]] = {
     "warmup": ("benchmark", "warmup"),
     "iterations": ("benchmark", "iterations"),
     "duration_s": ("benchmark", "duration_s"),
+    "backends": ("benchmark", "backends"),
     "quantize": ("quantize", "mode"),
     "calib_method": ("quantize", "calib_method"),
     "per_channel": ("quantize", "per_channel"),

@@ -79,6 +79,9 @@ def _parity_cell(row: dict[str, Any], artifacts: dict[str, dict[str, Any]]) -> s
     if art is None or not art.get("parity"):
         return "reference" if row.get("format") == "torch" else "-"
     p = art["parity"]
+    other = ((art.get("meta") or {}).get("parity_by_backend") or {}).get(row.get("backend"))
+    if other is not None:
+        p = other
     mark = "pass" if p.get("passed") else "**FAIL**"
     return f"{mark} (max abs {p.get('max_abs_err', 0):.1e}, cos {p.get('cosine', 0):.6f})"
 

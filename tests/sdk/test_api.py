@@ -119,10 +119,21 @@ def test_int8_slower_than_parent_is_warned():
 
     fp32 = Artifact("m.onnx", Path("m.onnx"), "onnx", "fp32", stage="export_onnx")
     int8 = Artifact("m.int8.onnx", Path("m.int8.onnx"), "onnx", "int8", stage="quantize_onnx", parent="m.onnx")
-    rows = [{"artifact": "m.onnx", "batch": 1, "latency_ms": {"p50": 1.0}},
-            {"artifact": "m.int8.onnx", "batch": 1, "latency_ms": {"p50": 1.5}},
-            {"artifact": "m.onnx", "batch": 8, "latency_ms": {"p50": 4.0}},
-            {"artifact": "m.int8.onnx", "batch": 8, "latency_ms": {"p50": 2.0}}]
+    rows = [{"artifact": "m.onnx", "backend": "onnxruntime", "batch": 1, "latency_ms": {"p50": 1.0}},
+            {"artifact": "m.int8.onnx", "backend": "onnxruntime", "batch": 1, "latency_ms": {"p50": 1.5}},
+            {"artifact": "m.onnx", "backend": "onnxruntime", "batch": 8, "latency_ms": {"p50": 4.0}},
+            {"artifact": "m.int8.onnx", "backend": "onnxruntime", "batch": 8, "latency_ms": {"p50": 2.0}}]
     msgs = _slower_than_parent([fp32, int8], rows)
-    assert len(msgs) == 1 and "1.50x slower than m.onnx at batch 1" in msgs[0]
+    assert len(msgs) == 1 and "1.50x slower than m.onnx on onnxruntime at batch 1" in msgs[0]
     assert int8.meta["warnings"] == msgs
+
+
+def test_every_backend_is_verified_and_timed(tmp_path):
+    pytest.importorskip("openvino")
+    res = edgesdk.compress(Small(), {"x": torch.rand(1, 4)}, out_dir=tmp_path / "o", backends=["onnxruntime", "openvino"],
+                           iterations=3, warmup=1)
+    art = res.manifest["artifacts"][0]
+    assert art["parity"]["backend"] == "onnxruntime" and art["meta"]["parity_by_backend"]["openvino"]["passed"]
+    assert {r["backend"] for r in res.report["results"] if r["artifact"] == "model.onnx"} == {"onnxruntime", "openvino"}
+    with pytest.raises(InputError, match="unknown backend"):
+        edgesdk.compress(Small(), {"x": torch.rand(1, 4)}, out_dir=tmp_path / "p", backends=["tvm"])
