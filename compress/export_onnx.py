@@ -46,7 +46,8 @@ class ExportInfo:
     warnings: list[str] = field(default_factory=list)
 
 
-_NOISY_LOGGERS = ("torch", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir", "onnxslim")
+_NOISY_LOGGERS = ("torch", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir", "onnxslim",
+                  "torchao", "absl", "litert_torch", "ai_edge_quantizer", "root")
 
 
 @contextlib.contextmanager

@@ -166,3 +166,59 @@ def quantize_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
     if budget_meta is not None and not budget_meta["met"]:
         art.status = "budget_not_met"
     return art
+
+
+_TFLITE_SUFFIX = {"fp16": "fp16", "int8": "int8", "int8-dynamic": "int8dyn"}
+
+
+def _target_failed(ctx: StageContext, target: str, status: str, err: Exception, install: str | None = None) -> None:
+    from edgesdk.errors import EdgeSDKError
+
+    reason = err.format() if isinstance(err, EdgeSDKError) else f"{type(err).__name__}: {err}"
+    ctx.records.setdefault("targets", {})[target] = {"status": status, "reason": reason, "install": install}
+    say = ctx.records.get("say")
+    if say:
+        say(f"{target}: {status} - {reason.splitlines()[0]}" + (f" ({install})" if install else ""))
+
+
+def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artifact | None:
+    from edgesdk.errors import BackendUnavailableError, ExportError
+
+    from .export_tflite import INSTALL, available, export_tflite
+
+    target = "tflite" if precision == "fp32" else f"tflite-{precision}"
+    if not available():
+        _target_failed(ctx, target, "skipped", BackendUnavailableError("litert-torch is not installed"), INSTALL)
+        return None
+    if precision != "fp32" and ctx.records.get("targets", {}).get("tflite", {}).get("status") == "failed":
+        _target_failed(ctx, target, "skipped", ExportError("the float TFLite conversion failed"))
+        return None
+    variant = ctx.records.get("variant", "")
+    suffix = "" if precision == "fp32" else f".{_TFLITE_SUFFIX[precision]}"
+    path = ctx.workdir / f"model{variant}{suffix}.tflite"
+    q = ctx.recipe.quantize
+    calib = {k: v[:q.calib_samples] for k, v in ctx.calib.items()} if ctx.calib else None
+    try:
+        info = export_tflite(ctx.model, ctx.example_inputs, path, precision=precision, calib=calib,
+                             output_names=ctx.output_names, dynamic_batch=ctx.recipe.export.dynamic_batch)
+    except ExportError as e:  # one target failing must not abort the others
+        _target_failed(ctx, target, "failed", e)
+        return None
+    meta = {"exporter": "litert-torch", "quantization": info.quantization, "warnings": info.warnings,
+            "export_time_s": round(info.export_time_s, 3), "reference": ctx.records.get("reference", "pytorch"),
+            "calibration": ctx.calib_source if precision == "int8" else None}
+    ctx.records.setdefault("targets", {})[target] = {"status": "ok", "reason": None, "install": None}
+    return Artifact(name=path.name, path=path, format="tflite", precision=_PRECISION.get(precision, precision),
+                    parent=ctx.records.get("reference", "pytorch"), meta=meta)
+
+
+@register_stage("export_tflite")
+def export_tflite_stage(ctx: StageContext, parent: Artifact | None) -> Artifact | None:
+    """Float32 TFLite of the current model (pruned when a prune stage ran); a failure is reported, not raised."""
+    return _tflite(ctx, parent, "fp32")
+
+
+@register_stage("quantize_tflite")
+def quantize_tflite_stage(ctx: StageContext, parent: Artifact | None) -> Artifact | None:
+    """fp16, dynamic-range int8 or full-integer int8 TFLite, following the recipe's quantize mode."""
+    return _tflite(ctx, parent, ctx.recipe.quantize.mode)

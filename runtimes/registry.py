@@ -25,17 +25,19 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "edgesdk.runtimes.onnxruntime:OrtSession",
     "torch": "edgesdk.runtimes.torch:TorchSession",
     "openvino": "edgesdk.runtimes.openvino:OpenVINOSession",
+    "litert": "edgesdk.runtimes.litert:LiteRTSession",
 }
 # The Python package each backend needs, and how to install it.
 REQUIRES: dict[str, tuple[str, str]] = {
     "onnxruntime": ("onnxruntime", "pip install 'edgesdk[onnx]'"),
     "torch": ("torch", "pip install 'edgesdk[compress]'"),
     "openvino": ("openvino", "pip install 'edgesdk[openvino]'"),
+    "litert": ("ai_edge_litert", "pip install 'edgesdk[tflite]'"),
 }
 # Which backends can run each file format, in order of preference.
-FORMAT_BACKENDS: dict[str, list[str]] = {"onnx": ["onnxruntime", "openvino"], "tflite": [], "engine": [],
+FORMAT_BACKENDS: dict[str, list[str]] = {"onnx": ["onnxruntime", "openvino"], "tflite": ["litert"], "engine": [],
                                          "openvino": ["openvino"]}
-_PLANNED = {"tflite": "LiteRT (ai-edge-litert)", "engine": "TensorRT"}
+_PLANNED = {"engine": "TensorRT"}
 
 
 def _installed(backend: str) -> bool:

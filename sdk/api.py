@@ -168,6 +168,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
                               artifacts=[a.to_manifest(stage) for a in artifacts],
                               baseline={"backend": "torch", "accuracy": baseline_accuracy},
                               calibration=calib_source)
+        report["targets"] = ctx.records.get("targets", {})
         manifest = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
             "edgesdk_version": __version__,
@@ -176,6 +177,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
             "model": {"class": type(model).__name__, "inputs": _specs(examples_np),
                       "output_names": out_names, "accuracy": baseline_accuracy},
             "calibration": calib_source,
+            "targets": ctx.records.get("targets", {}),
             "artifacts": report["artifacts"],
             "reports": ["report.json", "report.md"],
         }

@@ -75,7 +75,7 @@ class StageContext:
 
 
 class Stage(Protocol):
-    def __call__(self, ctx: StageContext, parent: Artifact | None) -> Artifact: ...
+    def __call__(self, ctx: StageContext, parent: Artifact | None) -> Artifact | None: ...
 
 
 STAGES: dict[str, Stage] = {}
@@ -104,6 +104,8 @@ def run_stages(names: list[str], ctx: StageContext,
             raise InputError(f"unknown stage {name!r}", expected=", ".join(sorted(STAGES)), found=name)
         t0 = time.perf_counter()
         art = stage(ctx, parent)
+        if art is None:  # a target that failed or was skipped; the stage recorded why in ctx.records["targets"]
+            continue
         art.stage = name
         art.meta.setdefault("stage_time_s", round(time.perf_counter() - t0, 3))
         log.info("stage %s -> %s (%.1fs)", name, art.path.name, art.meta["stage_time_s"])

@@ -18,7 +18,7 @@ from typing import Any
 from .errors import InputError
 
 SCHEMA_VERSION = 1
-KNOWN_TARGETS = ("onnx",)
+KNOWN_TARGETS = ("onnx", "tflite")
 EXPORTERS = ("auto", "dynamo", "legacy")
 QUANT_MODES = ("none", "fp16", "int8", "int8-dynamic")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -130,7 +130,7 @@ class Recipe:
         if any(b < 1 for b in self.benchmark.batches) or not self.benchmark.batches:
             raise InputError("benchmark batch sizes must be positive integers",
                              found=",".join(map(str, self.benchmark.batches)))
-        known = ("auto", "onnxruntime", "openvino")
+        known = ("auto", "onnxruntime", "openvino", "litert")
         bad_backends = [b for b in self.benchmark.backends if b not in known]
         if bad_backends or not self.benchmark.backends:
             raise InputError("unknown backend in recipe", expected=" | ".join(known),
@@ -166,11 +166,16 @@ class Recipe:
     @property
     def stages(self) -> list[str]:
         """The stage names this recipe runs, in order."""
-        stages = [f"export_{t}" for t in self.targets]
+        onnx, tflite = "onnx" in self.targets, "tflite" in self.targets
+        stages = ["export_onnx"] if onnx else []
         if self.prune.ratio is not None or self.prune.target_macs is not None:
-            stages += ["prune", "export_onnx"]
-        if self.quantize.mode != "none":
+            stages += ["prune"] + (["export_onnx"] if onnx else [])
+        if onnx and self.quantize.mode != "none":
             stages.append("quantize_onnx")
+        if tflite:
+            stages.append("export_tflite")
+            if self.quantize.mode != "none":
+                stages.append("quantize_tflite")
         return stages
 
     def to_dict(self) -> dict[str, Any]:

@@ -170,6 +170,13 @@ def to_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {a['name']} | {a['format']} | {a['precision']} | {_fmt_size(a.get('size_bytes'))} | "
                              f"{'pass' if p.get('passed') else '**FAIL**'} | {_fmt(a.get('accuracy'), '.2f', '%')} |")
     lines += _steps_table(report)
+    bad = {t: v for t, v in (report.get("targets") or {}).items() if v.get("status") != "ok"}
+    if bad:
+        lines += ["", "## Targets not delivered", ""]
+        for t, v in bad.items():
+            first = (v.get("reason") or "").splitlines()[0] if v.get("reason") else ""
+            lines.append(f"- **{t}: {v['status']}** - {first}" + (f" (install: `{v['install']}`)" if v.get("install")
+                                                                     else ""))
     warnings = [w for a in report.get("artifacts") or [] for w in (a.get("meta") or {}).get("warnings", [])]
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in dict.fromkeys(warnings)]

@@ -154,3 +154,15 @@ class Grouped(nn.Module):
 
 
 ARCHITECTURES.update({"AttentionNet": AttentionNet, "Grouped": Grouped})
+
+
+class DetNet(nn.Module):
+    """ONNX exports linalg.det (Det op); litert-torch has no lowering for it: a TFLite-only failure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(9, 9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.lin(x.reshape(x.shape[0], 9)).reshape(-1, 3, 3)
+        return torch.linalg.det(m).unsqueeze(-1)

@@ -1,0 +1,154 @@
+"""LiteRT (TFLite) backend on ``ai-edge-litert``: XNNPACK, threads, dynamic batch, int8 I/O scaling, thread safety.
+
+An Interpreter must never be shared between threads, so each concurrent caller takes one from
+a pool. Full-integer models take and return float through this wrapper: inputs are quantized
+with each tensor's scale and zero point (values outside the representable range are clipped,
+with one warning), outputs dequantized. ``raw_io=True`` exposes the integer tensors instead.
+
+Example::
+
+    with load("model.int8.tflite", threads=2) as sess:
+        probs = sess.run({"x": x_float32})["output"]
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+import numpy as np
+
+from edgesdk.errors import ArtifactError, BackendUnavailableError
+
+from .base import Session, TensorSpec
+from .formats import describe_bytes, detect_format, read_head
+
+log = logging.getLogger(__name__)
+
+
+class _IO:
+    """One input/output: index, name, numpy dtype, (scale, zero point) when quantized."""
+
+    __slots__ = ("index", "name", "dtype", "scale", "zero", "shape_sig", "qmin", "qmax")
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.index, self.name, self.dtype = d["index"], d["name"], np.dtype(d["dtype"])
+        scale, zero = d.get("quantization", (0.0, 0))
+        self.scale, self.zero = (float(scale), int(zero)) if scale else (None, None)
+        self.shape_sig = [int(v) for v in d.get("shape_signature", d["shape"])]
+        if self.scale is not None:
+            info = np.iinfo(self.dtype)
+            self.qmin, self.qmax = info.min, info.max
+
+
+def quantize(x: np.ndarray, io: _IO) -> tuple[np.ndarray, bool]:
+    """Float -> integer with the tensor's scale/zero point; returns (array, whether anything was clipped)."""
+    q = np.round(x / io.scale) + io.zero
+    clipped = bool((q < io.qmin).any() or (q > io.qmax).any())
+    return np.clip(q, io.qmin, io.qmax).astype(io.dtype), clipped
+
+
+def dequantize(q: np.ndarray, io: _IO) -> np.ndarray:
+    return ((q.astype(np.float32) - io.zero) * io.scale).astype(np.float32)
+
+
+class LiteRTSession(Session):
+    """A pool of ``ai_edge_litert`` Interpreters behind the Session API."""
+
+    backend = "litert"
+    _in: list[_IO] | None = None
+    _out: list[_IO] | None = None
+
+    def _new_interpreter(self) -> Any:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        kwargs: dict[str, Any] = {"model_path": str(self.path), "num_threads": int(self.threads or 1)}
+        if not self.options.get("xnnpack", True):
+            kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        it = Interpreter(**kwargs)
+        it.allocate_tensors()
+        return it
+
+    def _load_impl(self) -> None:
+        try:
+            import ai_edge_litert.interpreter  # noqa: F401
+        except ImportError as e:
+            raise BackendUnavailableError("the LiteRT runtime is not installed",
+                                          hint="pip install 'edgesdk[tflite]' (ai-edge-litert; not tflite-runtime, "
+                                               "whose wheel breaks with NumPy 2)") from e
+        assert self.path is not None
+        fmt = detect_format(self.path)
+        if fmt != "tflite":
+            raise ArtifactError(f"{self.path} is a {fmt} file, not TFLite; LiteRT cannot run it",
+                                found=describe_bytes(read_head(self.path)), hint="use backend='auto'")
+        if self.device not in ("auto", "cpu"):
+            raise BackendUnavailableError(f"this LiteRT backend runs on the CPU (XNNPACK); device={self.device!r}",
+                                          hint="use device='cpu' (or 'auto')")
+        try:
+            first = self._new_interpreter()
+        except (ValueError, RuntimeError) as e:
+            raise ArtifactError(f"LiteRT cannot load {self.path}", expected="a valid TFLite flatbuffer",
+                                found=str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__,
+                                hint="the file may be truncated or corrupt; re-export it") from e
+        self.raw_io = bool(self.options.get("raw_io", False))
+        self._in = [_IO(d) for d in first.get_input_details()]
+        self._out = [_IO(d) for d in first.get_output_details()]
+        self._pool: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool.put(first)
+        self._warned = threading.Event()
+
+    def _spec(self, io: _IO) -> TensorSpec:
+        dtype = io.dtype.name if (io.scale is None or self.raw_io) else "float32"
+        shape = tuple("batch" if (i == 0 and d < 0) else (d if d >= 0 else f"dim{i}") for i, d in enumerate(io.shape_sig))
+        return TensorSpec(io.name, dtype, shape)
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            it = self._pool.get_nowait()
+        except queue.Empty:
+            it = self._new_interpreter()
+        try:
+            resized = False
+            current = {d["index"]: tuple(d["shape"]) for d in it.get_input_details()}
+            for io in self._in or []:
+                shape = feeds[io.name].shape
+                if current[io.index] != shape:  # dynamic batch: resize this interpreter's input
+                    it.resize_tensor_input(io.index, list(shape))
+                    resized = True
+            if resized:
+                it.allocate_tensors()
+            for io in self._in or []:
+                x = feeds[io.name]
+                if io.scale is not None and not self.raw_io:
+                    x, clipped = quantize(x, io)
+                    if clipped and not self._warned.is_set():
+                        self._warned.set()
+                        log.warning("%s: input %r has values outside the int8 range this model was calibrated for; "
+                                    "they were clipped (warned once)", self.path.name if self.path else "model",
+                                    io.name)
+                it.set_tensor(io.index, x)
+            it.invoke()
+            out = {}
+            for io in self._out or []:
+                y = it.get_tensor(io.index)
+                out[io.name] = dequantize(y, io) if io.scale is not None and not self.raw_io else y.copy()
+            return out
+        finally:
+            self._pool.put(it)
+
+    def _close_impl(self) -> None:
+        self._pool = queue.SimpleQueue()
+        self._in = self._out = None
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        if self._in is None:
+            self.load()
+        return [self._spec(io) for io in self._in or []]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        if self._out is None:
+            self.load()
+        return [self._spec(io) for io in self._out or []]

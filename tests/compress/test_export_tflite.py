@@ -1,0 +1,80 @@
+"""TFLite export with litert-torch: every precision verified on real digits, failures reported per target."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("litert_torch")
+
+import edgesdk  # noqa: E402
+from edgesdk.compress.export_tflite import export_tflite  # noqa: E402
+from edgesdk.errors import ExportError  # noqa: E402
+from edgesdk.intake import build_model, load_weights  # noqa: E402
+from edgesdk.parity import compare  # noqa: E402
+from edgesdk.runtimes import load  # noqa: E402
+from tests.conftest import DIGITS_MODEL  # noqa: E402
+from tests.models import Unexportable, make_inputs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits(digits_dir: Path):
+    model = build_model(f"{DIGITS_MODEL}:build")
+    load_weights(model, digits_dir / "weights.safetensors")
+    with np.load(digits_dir / "eval.npz") as z:
+        return model, digits_dir / "calib.npz", {"x": z["x"], "labels": z["labels"]}
+
+
+@pytest.mark.slow
+def test_all_precisions_through_compress(digits, tmp_path):
+    model, calib, eval_data = digits
+    res = edgesdk.compress(model, {"x": torch.rand(1, 1, 8, 8)}, out_dir=tmp_path / "o", calib_data=calib,
+                           eval_data=eval_data, targets=["onnx", "tflite"], quantize="int8", iterations=5, warmup=1)
+    arts = {a["name"]: a for a in res.manifest["artifacts"]}
+    fp32, int8 = arts["model.tflite"], arts["model.int8.tflite"]
+    assert fp32["format"] == "tflite" and fp32["parity"]["passed"] and fp32["parity"]["max_abs_err"] <= 1e-4
+    assert int8["precision"] == "int8" and int8["parity"]["passed"] and int8["parity"]["cosine"] > 0.99
+    assert int8["meta"]["quantization"]["method"] == "pt2e static"
+    assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.5
+    assert int8["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]  # float through the wrapper
+    assert res.manifest["targets"]["tflite"]["status"] == "ok"
+    assert {r["backend"] for r in res.report["results"]} == {"torch", "onnxruntime", "litert"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision, min_cos", [("fp16", 0.9999), ("int8-dynamic", 0.99)])
+def test_fp16_and_dynamic_range(digits, tmp_path, precision, min_cos):
+    model, calib, eval_data = digits
+    path = tmp_path / f"m.{precision}.tflite"
+    info = export_tflite(model, {"x": torch.rand(1, 1, 8, 8)}, path, precision=precision)
+    assert info.quantization["weights"] in ("float16", "int8 per-channel")
+    x = eval_data["x"][:64]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    with load(path) as sess:
+        got = sess.run({"x": x})["output"]
+    r = compare({"o": ref}, {"o": got}, atol=None, rtol=None, min_cosine=min_cos)
+    assert r.passed, r.summary()
+    assert path.stat().st_size < 0.6 * 230_000
+
+
+def test_lowering_failure_is_reported_and_other_targets_delivered(tmp_path):
+    with pytest.raises(ExportError) as err:
+        export_tflite(Unexportable().eval(), make_inputs("Unexportable", 1), tmp_path / "m.tflite")
+    assert "TFLite conversion failed" in str(err.value)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.slow
+def test_failed_target_does_not_abort_the_run(tmp_path):
+    from tests.models import DetNet
+
+    torch.manual_seed(0)
+    res = edgesdk.compress(DetNet().eval(), {"x": torch.randn(1, 3, 3)}, out_dir=tmp_path / "o",
+                           targets=["onnx", "tflite"], benchmark=False)
+    assert [a["format"] for a in res.manifest["artifacts"]] == ["onnx"]
+    failed = res.manifest["targets"]["tflite"]
+    assert failed["status"] == "failed" and "TFLite conversion failed on aten." in failed["reason"]
+    assert "tflite: failed" in (tmp_path / "o" / "report.md").read_text()
