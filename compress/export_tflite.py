@@ -87,7 +87,6 @@ def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Pat
                   calib: Mapping[str, np.ndarray] | None = None, output_names: list[str] | None = None,
                   dynamic_batch: bool = True) -> TFLiteInfo:
     """Convert ``model`` to ``path``; raise ExportError naming the op that failed to lower."""
-    import torch
 
     if precision not in PRECISIONS:
         raise InputError(f"unknown TFLite precision {precision!r}", expected=" | ".join(PRECISIONS), found=precision)
@@ -96,11 +95,6 @@ def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Pat
     if precision == "int8" and calib is None:
         raise InputError("full-integer TFLite needs calibration data", expected="--calib FILE.npz | DIR | random")
     path = Path(path)
-    names = list(example_inputs)
-    args = tuple(example_inputs[n] for n in names)
-    if dynamic_batch and all(a.shape[0] == 1 for a in args):
-        args = tuple(torch.cat([a, a]) for a in args)  # torch.export specialises size-1 dims
-    shapes = tuple({0: torch.export.Dim("batch")} for _ in args) if dynamic_batch else None
     # the converter's native logs (absl/glog) and torchao's import warnings are not for our users' consoles
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -108,6 +102,31 @@ def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Pat
         import litert_torch
 
     litert_torch.config.show_progress = False  # its rich progress lines would bypass our console
+    try:
+        return _export(model, example_inputs, path, precision, calib, output_names, dynamic_batch)
+    except ExportError as e:
+        if not dynamic_batch:
+            raise
+        # litert-torch cannot lower some reshapes with a symbolic batch (e.g. torch.flatten(x, 1));
+        # a fixed batch of 1 still serves the usual on-device case
+        info = _export(model, {k: v[:1] for k, v in example_inputs.items()}, path, precision, calib, output_names,
+                       False)
+        info.warnings.append(f"litert-torch could not keep the batch dynamic ({e.what}); exported with a fixed "
+                             "batch of 1 (the runtime runs larger batches one sample at a time)")
+        log.warning(info.warnings[-1])
+        return info
+
+
+def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision: str,
+            calib: Mapping[str, np.ndarray] | None, output_names: list[str] | None, dynamic_batch: bool) -> TFLiteInfo:
+    import litert_torch
+    import torch
+
+    names = list(example_inputs)
+    args = tuple(example_inputs[n] for n in names)
+    if dynamic_batch and all(a.shape[0] == 1 for a in args):
+        args = tuple(torch.cat([a, a]) for a in args)  # torch.export specialises size-1 dims
+    shapes = tuple({0: torch.export.Dim("batch")} for _ in args) if dynamic_batch else None
     t0 = time.perf_counter()
     info = TFLiteInfo(path=path, precision=precision, dynamic_batch=dynamic_batch)
     with tempfile.TemporaryDirectory(prefix=".tflite-", dir=path.parent) as tmp:
@@ -154,9 +173,10 @@ def _pt2e_static(model: Any, args: tuple, shapes: Any, calib: Mapping[str, np.nd
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     prepared = prepare_pt2e(torch.export.export(model.eval(), args, dynamic_shapes=shapes).module(), quantizer)
     n = len(calib[names[0]])
+    step = 32 if shapes is not None else int(args[0].shape[0])  # a fixed-batch export calibrates at its batch
     with torch.no_grad():
-        for i in range(0, n, 32):
-            prepared(*[torch.from_numpy(np.ascontiguousarray(calib[k][i:i + 32])) for k in names])
+        for i in range(0, n - step + 1, step):
+            prepared(*[torch.from_numpy(np.ascontiguousarray(calib[k][i:i + step])) for k in names])
     converted = convert_pt2e(prepared, fold_quantize=False)
     try:  # exported GraphModules refuse .eval(); this is the supported way to switch BN/dropout to eval
         from torchao.quantization.pt2e import move_exported_model_to_eval

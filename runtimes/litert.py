@@ -94,16 +94,27 @@ class LiteRTSession(Session):
         self.raw_io = bool(self.options.get("raw_io", False))
         self._in = [_IO(d) for d in first.get_input_details()]
         self._out = [_IO(d) for d in first.get_output_details()]
+        # a model exported with a fixed batch of 1 (some graphs cannot keep it symbolic) still serves any
+        # batch: the wrapper runs it one sample at a time
+        self._per_sample = all(io.shape_sig[:1] == [1] for io in [*self._in, *self._out])
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
         self._pool.put(first)
         self._warned = threading.Event()
 
     def _spec(self, io: _IO) -> TensorSpec:
         dtype = io.dtype.name if (io.scale is None or self.raw_io) else "float32"
-        shape = tuple("batch" if (i == 0 and d < 0) else (d if d >= 0 else f"dim{i}") for i, d in enumerate(io.shape_sig))
+        shape = tuple("batch" if (i == 0 and (d < 0 or self._per_sample)) else (d if d >= 0 else f"dim{i}")
+                      for i, d in enumerate(io.shape_sig))
         return TensorSpec(io.name, dtype, shape)
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(feeds.values()))) if feeds else 1
+        if self._per_sample and n != 1:
+            parts = [self._invoke({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(n)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self._invoke(feeds)
+
+    def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             it = self._pool.get_nowait()
         except queue.Empty:

@@ -166,3 +166,15 @@ class DetNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.lin(x.reshape(x.shape[0], 9)).reshape(-1, 3, 3)
         return torch.linalg.det(m).unsqueeze(-1)
+
+
+class FlattenNet(nn.Module):
+    """conv -> flatten -> linear: litert-torch cannot keep the batch symbolic through the flatten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))

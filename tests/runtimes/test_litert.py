@@ -98,3 +98,17 @@ def test_wrong_files(tmp_path, tflites):
         load(cut)
     with pytest.raises(ArtifactError, match="tflite file"):
         load(fp32, backend="onnxruntime")
+
+
+def test_fixed_batch_fallback_runs_any_batch(tmp_path):
+    from tests.models import FlattenNet
+
+    torch.manual_seed(0)
+    model = FlattenNet().eval()
+    info = export_tflite(model, make_inputs("Residual", 1), tmp_path / "f.tflite")
+    assert not info.dynamic_batch and "fixed batch of 1" in info.warnings[0]
+    x = make_inputs("Residual", 3)["x"]
+    with load(tmp_path / "f.tflite") as sess:
+        assert sess.inputs[0].shape[0] == "batch"
+        with torch.no_grad():
+            np.testing.assert_allclose(sess.run({"x": x.numpy()})["output"], model(x).numpy(), atol=1e-4)
