@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from typing import Any
 
@@ -23,6 +22,7 @@ from edgesdk.errors import ArtifactError, BackendUnavailableError
 
 from .base import Session, TensorSpec
 from .formats import describe_bytes, detect_format, read_head
+from .pool import Pool
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class LiteRTSession(Session):
         # a model exported with a fixed batch of 1 (some graphs cannot keep it symbolic) still serves any
         # batch: the wrapper runs it one sample at a time
         self._per_sample = all(io.shape_sig[:1] == [1] for io in [*self._in, *self._out])
-        self._pool: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool: Pool[Any] = Pool(self._new_interpreter)
         self._pool.put(first)
         self._warned = threading.Event()
 
@@ -115,11 +115,7 @@ class LiteRTSession(Session):
         return self._invoke(feeds)
 
     def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        try:
-            it = self._pool.get_nowait()
-        except queue.Empty:
-            it = self._new_interpreter()
-        try:
+        with self._pool.take() as it:
             resized = False
             current = {d["index"]: tuple(d["shape"]) for d in it.get_input_details()}
             for io in self._in or []:
@@ -145,11 +141,9 @@ class LiteRTSession(Session):
                 y = it.get_tensor(io.index)
                 out[io.name] = dequantize(y, io) if io.scale is not None and not self.raw_io else y.copy()
             return out
-        finally:
-            self._pool.put(it)
 
     def _close_impl(self) -> None:
-        self._pool = queue.SimpleQueue()
+        self._pool.clear()
         self._in = self._out = None
 
     @property

@@ -10,7 +10,6 @@ Example::
 """
 from __future__ import annotations
 
-import queue
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from edgesdk.errors import ArtifactError, BackendUnavailableError, InputError
 
 from .base import Session, TensorSpec
 from .formats import describe_bytes, detect_format, read_head
+from .pool import Pool
 
 PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
@@ -73,23 +73,16 @@ class OpenVINOSession(Session):
         self.precision = PRECISIONS[precision]
         self._in = [_spec(p, i) for i, p in enumerate(self._compiled.inputs)]
         self._out = [_spec(p, i) for i, p in enumerate(self._compiled.outputs)]
-        self._pool: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool: Pool[Any] = Pool(self._compiled.create_infer_request)
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        try:
-            req = self._pool.get_nowait()
-        except queue.Empty:
-            req = self._compiled.create_infer_request()
-        try:
-            res = req.infer({s.name: feeds[s.name] for s in self._in})
-            outs = list(res.values())
-            return {s.name: np.array(o, copy=True) for s, o in zip(self._out or [], outs)}
-        finally:
-            self._pool.put(req)
+        with self._pool.take() as req:
+            res = req.infer({s.name: feeds[s.name] for s in self._in or []})
+            return {s.name: np.array(o, copy=True) for s, o in zip(self._out or [], res.values())}
 
     def _close_impl(self) -> None:
+        self._pool.clear()
         self._compiled = None
-        self._pool = queue.SimpleQueue()
         self._in = self._out = None
 
     @property

@@ -93,3 +93,39 @@ def test_runtimes_import_without_torch(mlp):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_pool_gives_each_caller_its_own_item_and_caps():
+    import threading
+    import time
+
+    from edgesdk.runtimes.pool import Pool
+
+    made = []
+    pool = Pool(lambda: made.append(object()) or made[-1], max_size=3)
+    inside, peak, lock = [0], [0], threading.Lock()
+
+    def worker() -> None:
+        for _ in range(20):
+            with pool.take() as item:
+                with lock:
+                    inside[0] += 1
+                    peak[0] = max(peak[0], inside[0])
+                assert item in made
+                time.sleep(0.001)
+                with lock:
+                    inside[0] -= 1
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(made) <= 3 and peak[0] <= 3 and pool.created == len(made)
+
+    def boom():
+        raise RuntimeError("no more")
+
+    failing = Pool(boom)
+    with pytest.raises(RuntimeError):
+        with failing.take():
+            pass
+    assert failing.created == 0
