@@ -41,3 +41,23 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("digits")
     train.train(out, epochs=15, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_artifacts(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete artifact directory for the digits model (ONNX fp32 + int8, report.json), built once.
+
+    Treat it as read-only; copy it (shutil.copytree) before changing anything inside.
+    """
+    from click.testing import CliRunner
+
+    from edgesdk.cli import main
+
+    out = tmp_path_factory.mktemp("digits-artifacts") / "out"
+    args = ["compress", f"{DIGITS_MODEL}:build", "--weights", str(digits_dir / "weights.safetensors"),
+            "--input", "x:1x1x8x8", "--calib", str(digits_dir / "calib.npz"), "--eval-data",
+            str(digits_dir / "eval.npz"), "--quantize", "int8", "--iterations", "20", "--warmup", "2",
+            "--batch", "1,8", "--threads", "1", "-o", str(out)]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return out
