@@ -222,3 +222,106 @@ def export_tflite_stage(ctx: StageContext, parent: Artifact | None) -> Artifact 
 def quantize_tflite_stage(ctx: StageContext, parent: Artifact | None) -> Artifact | None:
     """fp16, dynamic-range int8 or full-integer int8 TFLite, following the recipe's quantize mode."""
     return _tflite(ctx, parent, ctx.recipe.quantize.mode)
+
+
+_ENGINE_SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
+
+
+def _engine_settings(ctx: StageContext, onnx_art: Artifact, precision: str) -> Any:
+    from .export_tensorrt import EngineSettings, compute_profiles
+
+    t, b = ctx.recipe.tensorrt, ctx.recipe.benchmark
+    opt = max(b.batches)
+    batch = tuple(t.batch) or (1, opt, max(opt, ctx.recipe.parity.batch_size, 64))
+    examples = {k: tuple(v.shape) for k, v in ctx.example_inputs.items()}
+    shapes = {k: tuple(tuple(s) for s in v) for k, v in (t.shapes or {}).items()}
+    profiles = compute_profiles(onnx_art.inputs, batch=batch, example_shapes=examples, overrides=shapes)
+    return EngineSettings(precision=precision, profiles=profiles, workspace_mb=t.workspace_mb,
+                          sparse_weights=t.sparse_weights, dla_core=t.dla_core,
+                          optimization_level=t.optimization_level, version_compatible=t.version_compatible,
+                          hardware_compatibility=t.hardware_compatibility)
+
+
+def _engine(ctx: StageContext, onnx_art: Artifact, precision: str, target: str) -> Artifact | None:
+    from edgesdk.errors import EdgeSDKError
+
+    from .export_tensorrt import build_engine, record_path, timing_cache_path
+
+    path = ctx.workdir / f"{onnx_art.path.name.split('.')[0]}{ctx.records.get('variant', '')}" \
+                         f"{_ENGINE_SUFFIX[precision]}.engine"
+    ctx.records["say"](f"building TensorRT {precision} engine {path.name} from {onnx_art.name}")
+    try:
+        info = build_engine(onnx_art.path, path, _engine_settings(ctx, onnx_art, precision))
+    except EdgeSDKError as e:  # no GPU, an op TensorRT cannot parse...: this target fails, the others go on
+        _target_failed(ctx, target, "failed", e)
+        return None
+    from edgesdk.atomic import sha256_file
+
+    meta = {"builder": f"tensorrt {info.record['tensorrt']}", "engine": info.record,
+            "build_time_s": round(info.build_time_s, 3), "warnings": info.warnings,
+            "reference": onnx_art.meta.get("reference", "pytorch"),
+            "files": {p.name: sha256_file(p) for p in (record_path(path), timing_cache_path(path)) if p.is_file()}}
+    ctx.records.setdefault("targets", {})[target] = {"status": "ok", "reason": None, "install": None}
+    return Artifact(name=path.name, path=path, format="engine", precision=precision, parent=onnx_art.name,
+                    meta=meta)
+
+
+def _tensorrt_ready(ctx: StageContext, target: str) -> bool:
+    from edgesdk.errors import BackendUnavailableError
+
+    from .export_tensorrt import available
+    from edgesdk.runtimes.tensorrt import INSTALL
+
+    if available():
+        return True
+    _target_failed(ctx, target, "skipped", BackendUnavailableError("TensorRT is not installed on this machine"),
+                   INSTALL)
+    return False
+
+
+def _last_onnx(ctx: StageContext, precision: str) -> Artifact | None:
+    found = [a for a in ctx.artifacts if a.format == "onnx" and a.precision == precision]
+    return found[-1] if found else None
+
+
+@register_stage("export_tensorrt")
+def export_tensorrt_stage(ctx: StageContext, parent: Artifact | None) -> Artifact | None:
+    """A float32 engine from the latest float32 ONNX artifact (pruned when a prune stage ran)."""
+    if not _tensorrt_ready(ctx, "tensorrt"):
+        return None
+    src = _last_onnx(ctx, "fp32")
+    return _engine(ctx, src, "fp32", "tensorrt") if src is not None else None
+
+
+@register_stage("quantize_tensorrt")
+def quantize_tensorrt_stage(ctx: StageContext, parent: Artifact | None) -> Artifact | None:
+    """fp16: the float ONNX built with FP16 kernels; int8: explicit quantization from a symmetric QDQ ONNX."""
+    from edgesdk.errors import InputError
+
+    mode = ctx.recipe.quantize.mode
+    target = f"tensorrt-{mode}"
+    if mode == "int8-dynamic":
+        _target_failed(ctx, target, "skipped", InputError(
+            "dynamic INT8 is an onnxruntime CPU technique; TensorRT has no equivalent",
+            hint="use --quantize int8 (static, calibrated) or fp16 for TensorRT"))
+        return None
+    if not _tensorrt_ready(ctx, target):
+        return None
+    float_src = _last_onnx(ctx, "fp32")
+    if float_src is None:
+        return None
+    if mode == "fp16":
+        return _engine(ctx, float_src, "fp16", target)
+    qdq = _last_onnx(ctx, "int8")
+    if qdq is None or not (qdq.meta.get("quantization") or {}).get("symmetric_activations"):
+        # the CPU recipe uses uint8 activations with zero points; TensorRT needs symmetric int8 QDQ
+        from .quantize import quantize_onnx
+
+        q = ctx.recipe.quantize
+        path = ctx.workdir / f"{float_src.path.stem}.int8.trt.onnx"
+        calib = {k: v[:q.calib_samples] for k, v in ctx.calib.items()} if ctx.calib else None
+        quantize_onnx(float_src.path, path, mode="int8", calib=calib, calib_method=q.calib_method,
+                      per_channel=q.per_channel, target="tensorrt", nodes_to_exclude=q.exclude)
+        qdq = Artifact(name=path.name, path=path, format="onnx", precision="int8", parent=float_src.name,
+                       inputs=float_src.inputs, meta={"reference": float_src.meta.get("reference", "pytorch")})
+    return _engine(ctx, qdq, "int8", target)

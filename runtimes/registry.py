@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgesdk.errors import ArtifactError, BackendUnavailableError
+from edgesdk.errors import ArtifactError, BackendUnavailableError, EdgeSDKError
 
 from .base import Session
 from .formats import detect_format
@@ -26,6 +26,7 @@ BACKENDS: dict[str, str] = {
     "torch": "edgesdk.runtimes.torch:TorchSession",
     "openvino": "edgesdk.runtimes.openvino:OpenVINOSession",
     "litert": "edgesdk.runtimes.litert:LiteRTSession",
+    "tensorrt": "edgesdk.runtimes.tensorrt:TensorRTSession",
 }
 # The Python package each backend needs, and how to install it.
 REQUIRES: dict[str, tuple[str, str]] = {
@@ -33,16 +34,20 @@ REQUIRES: dict[str, tuple[str, str]] = {
     "torch": ("torch", "pip install 'edgesdk[compress]'"),
     "openvino": ("openvino", "pip install 'edgesdk[openvino]'"),
     "litert": ("ai_edge_litert", "pip install 'edgesdk[tflite]'"),
+    "tensorrt": ("tensorrt", "pip install 'edgesdk[tensorrt]' --extra-index-url https://pypi.nvidia.com"),
 }
 # Which backends can run each file format, in order of preference.
-FORMAT_BACKENDS: dict[str, list[str]] = {"onnx": ["onnxruntime", "openvino"], "tflite": ["litert"], "engine": [],
-                                         "openvino": ["openvino"]}
-_PLANNED = {"engine": "TensorRT"}
+FORMAT_BACKENDS: dict[str, list[str]] = {"onnx": ["onnxruntime", "openvino"], "tflite": ["litert"],
+                                         "engine": ["tensorrt"], "openvino": ["openvino"]}
 
 
-def _installed(backend: str) -> bool:
+def backend_installed(backend: str) -> bool:
+    """True when the Python package a backend needs can be imported here (cheap: no import)."""
     module = REQUIRES[backend][0]
     return importlib.util.find_spec(module) is not None
+
+
+_installed = backend_installed
 
 
 def backend_class(name: str) -> type[Session]:
@@ -106,8 +111,8 @@ def load(path: str | Path, backend: str = "auto", threads: int | None = None, de
             if candidates:
                 raise BackendUnavailableError(f"no backend installed for {fmt} files like {p.name}",
                                               hint=REQUIRES[candidates[0]][1])
-            raise BackendUnavailableError(f"{p.name} is a {fmt} file; this edgesdk version has no {_PLANNED[fmt]} "
-                                          "backend yet", hint="export to ONNX and run that, or see `edgesdk doctor`")
+            raise BackendUnavailableError(f"no backend can run {fmt} files like {p.name}",
+                                          hint="see `edgesdk doctor`")
         backend = usable[0]
     cls = backend_class(backend)
     if fmt not in FORMAT_BACKENDS or backend not in FORMAT_BACKENDS.get(fmt, []):
@@ -131,7 +136,14 @@ def _ov_detail() -> str:
     return "devices: " + ", ".join(openvino.Core().available_devices)
 
 
-_DETAILS = {"onnxruntime": _ort_detail, "openvino": _ov_detail}
+def _trt_detail() -> str:
+    from .tensorrt import gpu_identity
+
+    gpu = gpu_identity()
+    return f"GPU: {gpu['gpu']} (compute capability {gpu['compute_capability']})"
+
+
+_DETAILS = {"onnxruntime": _ort_detail, "openvino": _ov_detail, "tensorrt": _trt_detail}
 
 
 def backend_status() -> list[dict[str, Any]]:
@@ -148,10 +160,8 @@ def backend_status() -> list[dict[str, Any]]:
             row["available"] = True
             try:
                 row["detail"] = _DETAILS[name]() if name in _DETAILS else None
-            except (ImportError, OSError, RuntimeError) as e:
-                row["available"], row["detail"] = False, f"import failed: {e}"
+            except (ImportError, OSError, RuntimeError, EdgeSDKError) as e:
+                what = e.what if isinstance(e, EdgeSDKError) else f"import failed: {e}"
+                row["available"], row["detail"] = False, what
         out.append(row)
-    for fmt, what in _PLANNED.items():
-        out.append({"name": what, "available": False, "version": None,
-                    "detail": f"{fmt} backend not in this version", "install": None})
     return out

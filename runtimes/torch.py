@@ -1,6 +1,9 @@
 """The PyTorch backend: wraps an ``nn.Module`` as a Session. It is the parity reference and the eager baseline.
 
 torch is imported only when a TorchSession is built, never by ``import edgesdk.runtimes``.
+On ``device="cuda"``: ``precision="fp16"`` runs under autocast (outputs returned as float32),
+``cuda_graph=True`` captures one CUDA graph per input-shape signature and replays it (inputs are
+copied into the graph's static tensors; one lock per graph keeps concurrent callers apart).
 
 Example::
 
@@ -9,6 +12,7 @@ Example::
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Mapping
 
 import numpy as np
@@ -37,9 +41,11 @@ class TorchSession(Session):
     @classmethod
     def from_module(cls, module: Any, input_names: list[str], output_names: list[str] | None = None, *,
                     example_inputs: Mapping[str, np.ndarray] | None = None, device: str = "cpu",
-                    threads: int | None = None) -> "TorchSession":
+                    threads: int | None = None, precision: str = "fp32", cuda_graph: bool = False) -> "TorchSession":
         """Wrap ``module``; input specs come from ``example_inputs`` (dim 0 is the dynamic batch)."""
-        sess = cls(device=device, threads=threads)
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise InputError(f"unknown precision {precision!r} for the torch backend", expected="fp32 | fp16 | bf16")
+        sess = cls(device=device, threads=threads, precision=precision, cuda_graph=cuda_graph)
         sess.module = module
         sess._input_names = list(input_names)
         sess._out_names = list(output_names) if output_names else None
@@ -55,6 +61,12 @@ class TorchSession(Session):
             raise BackendUnavailableError("device='cuda' asked for, but torch sees no CUDA GPU",
                                           found=f"torch {torch.__version__}", hint="use device='cpu'")
         self._torch_device = torch.device("cuda" if self.device == "cuda" else "cpu")
+        if self.options.get("cuda_graph") and self._torch_device.type != "cuda":
+            raise InputError("cuda_graph=True needs device='cuda'", found=f"device={self.device!r}")
+        precision = self.options.get("precision", "fp32")
+        self._autocast = None if precision == "fp32" else {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self._graphs: dict[tuple, Any] = {}
+        self._graph_lock = threading.Lock()
         if self.threads:
             torch.set_num_threads(int(self.threads))  # process-wide in PyTorch
         self.module = self.module.eval().to(self._torch_device)
@@ -71,12 +83,46 @@ class TorchSession(Session):
                                  expected=f"{len(outs)} names", found=f"{len(self._out_names)}: {self._out_names}")
             self._out = [TensorSpec(n, str(o.dtype), ("batch", *o.shape[1:])) for n, o in zip(self._out_names, outs)]
 
+    def _call(self, args: list[Any]) -> Any:
+        import torch
+
+        if self._autocast is None:
+            return self.module(*args)
+        with torch.autocast(self._torch_device.type, dtype=self._autocast):
+            return self.module(*args)
+
+    def _graph_call(self, args: list[Any]) -> Any:
+        """Replay (capturing on first use) the CUDA graph for these input shapes."""
+        import torch
+
+        key = tuple((tuple(a.shape), a.dtype) for a in args)
+        with self._graph_lock:
+            entry = self._graphs.get(key)
+            if entry is None:
+                static = [a.clone() for a in args]
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(3):  # warm-up outside capture: cuDNN picks kernels, allocator settles
+                        self._call(static)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    out = self._call(static)
+                entry = self._graphs[key] = (graph, static, out, threading.Lock())
+        graph, static, out, lock = entry
+        with lock:
+            for dst, src in zip(static, args):
+                dst.copy_(src)
+            graph.replay()
+            return _clone(out)
+
     def _forward(self, feeds: Mapping[str, np.ndarray], name_outputs: bool = True) -> Any:
         import torch
 
         with torch.inference_mode():
             args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(self._torch_device) for s in self._in]
-            out = self.module(*args)
+            out = self._graph_call(args) if self.options.get("cuda_graph") else self._call(args)
             if isinstance(out, torch.Tensor):
                 outs = [out]
             elif isinstance(out, Mapping):
@@ -87,8 +133,9 @@ class TorchSession(Session):
                 raise InputError("the model returned an unsupported type",
                                  expected="a tensor, a tuple/list of tensors or a dict of tensors",
                                  found=type(out).__name__)
-            arrays = [o.detach().float().cpu().numpy() if o.dtype == torch.bfloat16 else o.detach().cpu().numpy()
-                      for o in outs]
+            # bf16 has no numpy dtype; autocast's half outputs go back as float32 like the fp32 model's
+            widen = (torch.bfloat16, torch.float16) if self._autocast is not None else (torch.bfloat16,)
+            arrays = [(o.detach().float() if o.dtype in widen else o.detach()).cpu().numpy() for o in outs]
         if not name_outputs:
             return arrays
         return dict(zip(self._out_names or [], arrays))
@@ -111,3 +158,14 @@ class TorchSession(Session):
         if not self._out:
             self.load()
         return list(self._out)
+
+
+def _clone(out: Any) -> Any:
+    """Copy graph outputs out of the graph's static memory before the next replay overwrites them."""
+    if hasattr(out, "clone"):
+        return out.clone()
+    if isinstance(out, Mapping):
+        return {k: _clone(v) for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        return type(out)(_clone(v) for v in out)
+    return out

@@ -117,6 +117,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
                            output_names=out_names, calib=calib_data, calib_source=calib_source,
                            models={"pytorch": model})
         ctx.records.update(say=say, baseline_accuracy=baseline_accuracy)
+        _check_runtime_targets(recipe, ctx)
         if recovery_hook is not None:
             ctx.records["recovery_hook"] = recovery_hook
         if eval_data is not None and "labels" in eval_data:
@@ -194,6 +195,19 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
                           hint=f"see {out / 'manifest.json'} for every try; loosen the budget, give more "
                                "representative --calib data, or try --calib-method entropy|percentile")
     return Result(out_dir=out, manifest=manifest, report=report, artifacts=artifacts)
+
+
+def _check_runtime_targets(recipe: Recipe, ctx: StageContext) -> None:
+    """Targets that are a runtime over the ONNX artifacts (openvino): skipped with the install command when absent."""
+    from edgesdk.runtimes.registry import REQUIRES, backend_installed
+
+    if "openvino" in recipe.targets:
+        ok = backend_installed("openvino")
+        ctx.records.setdefault("targets", {})["openvino"] = {
+            "status": "ok" if ok else "skipped", "install": None if ok else REQUIRES["openvino"][1],
+            "reason": None if ok else "openvino is not installed on this machine"}
+        if not ok:
+            ctx.records["say"](f"openvino: skipped - not installed ({REQUIRES['openvino'][1]})")
 
 
 def _normalize_inputs(example_inputs: Any) -> dict[str, Any]:
@@ -294,10 +308,13 @@ def _gate(art: Artifact, recipe: Recipe, ref_in: list[dict[str, np.ndarray]],
 
 def _backends_for(art: Artifact, recipe: Recipe) -> list[str]:
     """The recipe's backends that can run this artifact's format ("auto" = the default one)."""
-    from edgesdk.runtimes.registry import FORMAT_BACKENDS
+    from edgesdk.runtimes.registry import FORMAT_BACKENDS, backend_installed
 
     runnable = FORMAT_BACKENDS.get(art.format, [])
-    return list(dict.fromkeys(b for b in recipe.benchmark.backends if b == "auto" or b in runnable))
+    wanted = list(recipe.benchmark.backends)
+    if "openvino" in recipe.targets and backend_installed("openvino"):  # the target = OpenVINO runs the ONNX
+        wanted.append("openvino")
+    return list(dict.fromkeys(b for b in wanted if b == "auto" or b in runnable))
 
 
 def _slower_than_parent(artifacts: list[Artifact], results: list[dict[str, Any]]) -> list[str]:
@@ -324,7 +341,7 @@ def _vs(original: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]])
 
 
 def _accuracy(session: Any, eval_data: Mapping[str, np.ndarray], input_names: list[str],
-              chunk: int = 256) -> float | None:
+              chunk: int = 64) -> float | None:
     """Top-1 accuracy in percent of the first output against ``labels``; None without labels."""
     labels = eval_data.get("labels")
     if labels is None:

@@ -36,7 +36,7 @@ def _targets(path: Path) -> list[tuple[Path, dict[str, Any]]]:
 def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: int | None = None,
                     batches: tuple[int, ...] = (1,), warmup: int = 10, iterations: int = 100,
                     duration_s: float | None = None, device: str = "auto",
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None, **load_options: Any) -> dict[str, Any]:
     """Benchmark every artifact under ``paths`` at each batch size; return a report dict."""
     from edgesdk.runtimes import benchmark, load
     from edgesdk.runtimes.fingerprint import device_fingerprint
@@ -45,7 +45,7 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
     artifacts: list[dict[str, Any]] = []
     for p in paths:
         for file, entry in _targets(Path(p)):
-            with load(file, backend=backend, threads=threads, device=device) as sess:
+            with load(file, backend=backend, threads=threads, device=device, **load_options) as sess:
                 for batch in batches:
                     if progress:
                         progress(f"benchmarking {file.name} ({sess.backend}) at batch {batch}")

@@ -71,6 +71,16 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
+def _ints(text: str, flag: str, n: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(":"))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise InputError(f"malformed {flag} {text!r}", expected=":".join(["N"] * n), found=text)
+    return values
+
+
 def _prune_range(text: str | None) -> dict[str, float | None]:
     if not text:
         return {}
@@ -100,7 +110,8 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="edgesdk-out", show_default=True)
 @click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), help="YAML recipe; flags override it.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
-@click.option("--targets", help="Comma-separated targets (onnx).")
+@click.option("--targets", help="Comma-separated targets: onnx, tflite, tensorrt, openvino (default onnx). A target "
+              "whose tool is missing here is reported as skipped, with its install command.")
 @click.option("--opset", type=int, help="ONNX opset (default 18).")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "legacy"]), help="ONNX exporter (default auto).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim graph simplification.")
@@ -133,6 +144,10 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--no-recover", is_flag=True, help="Skip distillation after pruning.")
 @click.option("--recover-steps", type=int, help="Distillation steps after pruning (default 1000).")
 @click.option("--recover-lr", type=float, help="Distillation learning rate (default 3e-3).")
+@click.option("--trt-batch", metavar="MIN:OPT:MAX", help="TensorRT batch profile (default 1:largest --batch:64+).")
+@click.option("--trt-workspace", type=int, metavar="MB", help="TensorRT builder workspace (default 1024 MB).")
+@click.option("--trt-sparse", is_flag=True, help="Let TensorRT use 2:4 sparse kernels (after --prune-method 2:4).")
+@click.option("--trt-dla-core", type=int, help="Build for this Jetson DLA core (GPU fallback on).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def compress(ctx: click.Context, model: str, weights: str | None, input_specs: tuple[str, ...],
@@ -145,7 +160,8 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
              max_accuracy_drop: float | None, min_cosine: float | None, prune_text: str | None,
              prune_method: str | None, prune_target_macs: int | None, prune_importance: str | None,
              prune_protect: tuple[str, ...], no_recover: bool, recover_steps: int | None,
-             recover_lr: float | None, backends_text: str | None, as_json: bool) -> None:
+             recover_lr: float | None, backends_text: str | None, trt_batch: str | None, trt_workspace: int | None,
+             trt_sparse: bool, trt_dla_core: int | None, as_json: bool) -> None:
     """Export MODEL (path/to/file.py:factory or package.module:factory), verify and benchmark it."""
     from .recipe import Recipe, apply_options
 
@@ -162,6 +178,8 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
         "prune_protect": tuple(prune_protect) or None, "recover": False if no_recover else None,
         "recover_steps": recover_steps, "recover_lr": recover_lr, **_prune_range(prune_text),
         "backends": tuple(b.strip() for b in backends_text.split(",") if b.strip()) if backends_text else None,
+        "trt_batch": _ints(trt_batch, "--trt-batch", 3) if trt_batch else None, "trt_workspace_mb": trt_workspace,
+        "trt_sparse": True if trt_sparse else None, "trt_dla_core": trt_dla_core,
     }
     recipe = apply_options(recipe, **{k: v for k, v in flags.items() if v is not None})
     if not input_specs and not example_inputs:
@@ -221,11 +239,12 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
 @click.option("--iterations", type=int, default=100, show_default=True)
 @click.option("--duration", "duration_s", type=float, help="Run for S seconds instead of --iterations.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write report.json here.")
+@click.option("--rebuild", is_flag=True, help="Rebuild TensorRT engines made for another GPU/TensorRT from their ONNX.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: str, threads: int | None,
               batch_text: str, warmup: int, iterations: int, duration_s: float | None, output: str | None,
-              as_json: bool) -> None:
+              rebuild: bool, as_json: bool) -> None:
     """Benchmark artifact files or artifact directories on this device."""
     from .atomic import write_json
     from .benchmarking import benchmark_paths
@@ -234,7 +253,7 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: 
         raise InputError("--iterations must be >= 1 and --warmup >= 0", found=f"{iterations}, {warmup}")
     report = benchmark_paths(list(paths), backend=backend, threads=threads, batches=_batches(batch_text),
                              warmup=warmup, iterations=iterations, duration_s=duration_s, device=device,
-                             progress=_say(ctx))
+                             progress=_say(ctx), **({"rebuild": True} if rebuild else {}))
     if output:
         write_json(output, report)
     _emit_report(report, as_json)

@@ -72,6 +72,7 @@ class StageContext:
     calib_source: str | None = None
     models: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)  # produced so far, in order (run_stages appends)
 
 
 class Stage(Protocol):
@@ -112,5 +113,6 @@ def run_stages(names: list[str], ctx: StageContext,
         if on_artifact is not None:
             on_artifact(art)
         artifacts.append(art)
+        ctx.artifacts.append(art)
         parent = art
     return artifacts

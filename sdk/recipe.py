@@ -18,7 +18,7 @@ from typing import Any
 from .errors import InputError
 
 SCHEMA_VERSION = 1
-KNOWN_TARGETS = ("onnx", "tflite")
+KNOWN_TARGETS = ("onnx", "tflite", "tensorrt", "openvino")
 EXPORTERS = ("auto", "dynamo", "legacy")
 QUANT_MODES = ("none", "fp16", "int8", "int8-dynamic")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -96,6 +96,20 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class TensorRTConfig:
+    """TensorRT engine builds from the ONNX artifacts (target ``tensorrt``)."""
+
+    batch: tuple[int, ...] = ()  # (min, opt, max) of the dynamic batch; () = 1, the largest benchmark batch, 64+
+    workspace_mb: int = 1024
+    sparse_weights: bool = False  # 2:4 sparse kernels (prune with --prune-method 2:4 first)
+    dla_core: int | None = None  # Jetson DLA core, GPU fallback on
+    optimization_level: int | None = None  # builder optimization level 0..5
+    version_compatible: bool = False
+    hardware_compatibility: str = "none"  # none | ampere_plus
+    shapes: dict[str, Any] = field(default_factory=dict)  # input -> [min, opt, max] shapes for other dynamic dims
+
+
+@dataclass(frozen=True)
 class Recipe:
     """What a compress run does. Build it from flags, YAML or code; it is data."""
 
@@ -105,6 +119,7 @@ class Recipe:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -130,7 +145,7 @@ class Recipe:
         if any(b < 1 for b in self.benchmark.batches) or not self.benchmark.batches:
             raise InputError("benchmark batch sizes must be positive integers",
                              found=",".join(map(str, self.benchmark.batches)))
-        known = ("auto", "onnxruntime", "openvino", "litert")
+        known = ("auto", "onnxruntime", "openvino", "litert", "tensorrt")
         bad_backends = [b for b in self.benchmark.backends if b not in known]
         if bad_backends or not self.benchmark.backends:
             raise InputError("unknown backend in recipe", expected=" | ".join(known),
@@ -159,6 +174,16 @@ class Recipe:
             raise InputError(f"unknown pruning importance {p.importance!r}", expected=" | ".join(PRUNE_IMPORTANCES))
         if p.recover_steps < 0 or p.recover_lr <= 0:
             raise InputError("recovery needs steps >= 0 and lr > 0", found=f"{p.recover_steps}, {p.recover_lr}")
+        t = self.tensorrt
+        if t.batch and (len(t.batch) != 3 or not 1 <= t.batch[0] <= t.batch[1] <= t.batch[2]):
+            raise InputError("TensorRT batch range must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX",
+                             found=":".join(map(str, t.batch)), hint="e.g. --trt-batch 1:8:32")
+        if t.workspace_mb < 1 or (t.dla_core is not None and t.dla_core < 0):
+            raise InputError("TensorRT workspace must be >= 1 MB and the DLA core >= 0",
+                             found=f"workspace_mb={t.workspace_mb}, dla_core={t.dla_core}")
+        if t.hardware_compatibility not in ("none", "ampere_plus"):
+            raise InputError("unknown TensorRT hardware compatibility", expected="none | ampere_plus",
+                             found=repr(t.hardware_compatibility))
         if self.benchmark.iterations < 1 or self.benchmark.warmup < 0:
             raise InputError("benchmark needs iterations >= 1 and warmup >= 0",
                              found=f"iterations={self.benchmark.iterations}, warmup={self.benchmark.warmup}")
@@ -166,12 +191,17 @@ class Recipe:
     @property
     def stages(self) -> list[str]:
         """The stage names this recipe runs, in order."""
-        onnx, tflite = "onnx" in self.targets, "tflite" in self.targets
+        tflite, tensorrt = "tflite" in self.targets, "tensorrt" in self.targets
+        onnx = bool({"onnx", "tensorrt", "openvino"} & set(self.targets))  # TensorRT and OpenVINO read the ONNX
         stages = ["export_onnx"] if onnx else []
         if self.prune.ratio is not None or self.prune.target_macs is not None:
             stages += ["prune"] + (["export_onnx"] if onnx else [])
         if onnx and self.quantize.mode != "none":
             stages.append("quantize_onnx")
+        if tensorrt:
+            stages.append("export_tensorrt")
+            if self.quantize.mode != "none":
+                stages.append("quantize_tensorrt")
         if tflite:
             stages.append("export_tflite")
             if self.quantize.mode != "none":
@@ -191,7 +221,7 @@ class Recipe:
         data.pop("schema_version", None)
         data.pop("stages", None)
         sections = {"export": ExportConfig, "parity": ParityConfig, "benchmark": BenchmarkConfig,
-                    "quantize": QuantizeConfig, "prune": PruneConfig}
+                    "quantize": QuantizeConfig, "prune": PruneConfig, "tensorrt": TensorRTConfig}
         kwargs: dict[str, Any] = {}
         _check_keys("recipe", data, {f.name for f in fields(cls)})
         for key, value in data.items():
@@ -200,7 +230,7 @@ class Recipe:
                     raise InputError(f"recipe section '{key}' must be a mapping", found=type(value).__name__)
                 sec = sections[key]
                 _check_keys(f"recipe.{key}", value, {f.name for f in fields(sec)})
-                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+                value = {k: tuple(v) if isinstance(v, list) and k != "shapes" else v for k, v in value.items()}
                 kwargs[key] = sec(**value)
             elif key == "targets":
                 kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else tuple(str(value).split(","))
@@ -288,6 +318,14 @@ FLAT_OPTIONS: dict[str, tuple[str, str]] = {
     "recover_steps": ("prune", "recover_steps"),
     "recover_lr": ("prune", "recover_lr"),
     "prune_max_accuracy_drop": ("prune", "max_accuracy_drop"),
+    "trt_batch": ("tensorrt", "batch"),
+    "trt_workspace_mb": ("tensorrt", "workspace_mb"),
+    "trt_sparse": ("tensorrt", "sparse_weights"),
+    "trt_dla_core": ("tensorrt", "dla_core"),
+    "trt_optimization_level": ("tensorrt", "optimization_level"),
+    "trt_version_compatible": ("tensorrt", "version_compatible"),
+    "trt_hardware_compatibility": ("tensorrt", "hardware_compatibility"),
+    "trt_shapes": ("tensorrt", "shapes"),
 }
 
 
