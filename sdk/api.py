@@ -170,6 +170,13 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
                               baseline={"backend": "torch", "accuracy": baseline_accuracy},
                               calibration=calib_source)
         report["targets"] = ctx.records.get("targets", {})
+        from .atomic import sha256_file
+        from .reference import FILE_NAME, write_reference_set
+
+        used = {"pytorch"} | {a.meta.get("reference", "pytorch") for a in artifacts if a.format != "torch"}
+        ref_info = write_reference_set(stage / FILE_NAME, reference_inputs, {m: reference(m) for m in sorted(used)},
+                                       eval_data)
+        ref_info["sha256"] = sha256_file(stage / FILE_NAME)
         manifest = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
             "edgesdk_version": __version__,
@@ -180,6 +187,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
             "calibration": calib_source,
             "targets": ctx.records.get("targets", {}),
             "artifacts": report["artifacts"],
+            "reference": ref_info,
             "reports": ["report.json", "report.md"],
         }
         write_json(stage / "report.json", report)
@@ -340,18 +348,10 @@ def _vs(original: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]])
     return {"cosine": d["cosine"], "top1_agreement": d["top1_agreement"], "max_abs_err": d["max_abs_err"]}
 
 
-def _accuracy(session: Any, eval_data: Mapping[str, np.ndarray], input_names: list[str],
-              chunk: int = 64) -> float | None:
-    """Top-1 accuracy in percent of the first output against ``labels``; None without labels."""
-    labels = eval_data.get("labels")
-    if labels is None:
-        return None
-    correct = 0
-    for start in range(0, len(labels), chunk):
-        feeds = {k: np.ascontiguousarray(eval_data[k][start:start + chunk]) for k in input_names}
-        logits = next(iter(session.run(feeds).values()))
-        correct += int((logits.reshape(len(logits), -1).argmax(-1) == labels[start:start + chunk]).sum())
-    return round(100.0 * correct / len(labels), 3)
+def _accuracy(session: Any, eval_data: Mapping[str, np.ndarray], input_names: list[str]) -> float | None:
+    from .reference import accuracy
+
+    return accuracy(session, eval_data, input_names)
 
 
 def _benchmark_all(torch_session: Any, artifacts: list[Artifact], recipe: Recipe,

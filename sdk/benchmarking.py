@@ -15,37 +15,88 @@ from .errors import ArtifactError
 from .report import build_report
 
 
-def _targets(path: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(file, manifest entry or {}) pairs for an artifact file or an artifact directory."""
-    if path.is_dir():
-        manifest = path / "manifest.json"
-        if not manifest.is_file():
-            raise ArtifactError(f"{path} is a directory without manifest.json",
-                                expected="an artifact file or a directory written by `edgesdk compress`",
-                                hint="pass the model file itself, or the -o directory of compress")
-        try:
-            data = json.loads(manifest.read_text())
-        except json.JSONDecodeError as e:
-            raise ArtifactError(f"{manifest} is not valid JSON", found=str(e)) from e
-        from edgesdk.runtimes.registry import FORMAT_BACKENDS, verify_entry
+def _read_manifest(path: Path) -> dict[str, Any]:
+    manifest = path / "manifest.json"
+    if not manifest.is_file():
+        raise ArtifactError(f"{path} is a directory without manifest.json",
+                            expected="an artifact file or a directory written by `edgesdk compress`",
+                            hint="pass the model file itself, or the -o directory of compress")
+    try:
+        data = json.loads(manifest.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{manifest} is not valid JSON", found=str(e)) from e
+    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
+        raise ArtifactError(f"{manifest} is not an edgesdk manifest", expected="an object with an 'artifacts' list")
+    return data
 
-        return [(verify_entry(path, a), a) for a in data.get("artifacts", []) if FORMAT_BACKENDS.get(a.get("format"))]
-    return [(path, {})]
+
+def _reference(path: Path, manifest: dict[str, Any]) -> Any:
+    """The directory's reference set, after checking its sha256; None when compress stored none."""
+    info = manifest.get("reference")
+    if not info:
+        return None
+    from edgesdk.runtimes.registry import verify_entry
+
+    from .reference import load_reference_set
+
+    return load_reference_set(verify_entry(path, info))
+
+
+def _runnable(entry: dict[str, Any], backend: str) -> str | None:
+    """Why no backend here can run this manifest entry, or None when one can."""
+    from edgesdk.runtimes.registry import FORMAT_BACKENDS, REQUIRES, backend_installed
+
+    candidates = FORMAT_BACKENDS.get(entry.get("format"), [])
+    if backend != "auto":
+        return None if backend in candidates else f"the {backend} backend cannot run {entry.get('format')} files"
+    if not candidates:
+        return f"no runtime backend for {entry.get('format')} files"
+    if not any(backend_installed(b) for b in candidates):
+        return f"not installed here: {REQUIRES[candidates[0]][1]}"
+    return None
 
 
 def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: int | None = None,
                     batches: tuple[int, ...] = (1,), warmup: int = 10, iterations: int = 100,
                     duration_s: float | None = None, device: str = "auto",
                     progress: Callable[[str], None] | None = None, **load_options: Any) -> dict[str, Any]:
-    """Benchmark every artifact under ``paths`` at each batch size; return a report dict."""
+    """Benchmark every artifact under ``paths`` at each batch size; return a report dict.
+
+    For an artifact directory, every file is checked against the manifest's sha256 first, and
+    when compress stored a reference set, each artifact's parity and accuracy are re-checked on
+    this device (``device_check`` in each result row). Artifacts no backend here can run are
+    listed under ``skipped`` instead of failing the whole run.
+    """
     from edgesdk.runtimes import benchmark, load
     from edgesdk.runtimes.fingerprint import device_fingerprint
+    from edgesdk.runtimes.registry import verify_entry
+
+    from .reference import check_artifact
 
     results: list[dict[str, Any]] = []
     artifacts: list[dict[str, Any]] = []
-    for p in paths:
-        for file, entry in _targets(Path(p)):
+    skipped: list[dict[str, Any]] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            manifest = _read_manifest(p)
+            entries = manifest["artifacts"]
+            todo = []
+            for e in entries:
+                why = _runnable(e, backend)
+                if why:
+                    skipped.append({"artifact": e.get("name"), "path": str(p / str(e.get("path"))), "reason": why})
+                else:
+                    todo.append((verify_entry(p, e), e))  # refuse changed files before timing anything
+            ref = _reference(p, manifest)
+        else:
+            todo, ref = [(p, {})], None
+        for file, entry in todo:
             with load(file, backend=backend, threads=threads, device=device, **load_options) as sess:
+                check = None
+                if ref is not None and entry:
+                    if progress:
+                        progress(f"checking {file.name} ({sess.backend}) against the stored reference set")
+                    check = check_artifact(sess, ref, entry)
                 for batch in batches:
                     if progress:
                         progress(f"benchmarking {file.name} ({sess.backend}) at batch {batch}")
@@ -56,7 +107,15 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
                              accuracy=entry.get("accuracy"),
                              parity_passed=(entry.get("parity") or {}).get("passed"),
                              speedup_vs_baseline=None)
+                    if check is not None:
+                        r["device_check"] = check
+                        if check["parity"] is not None:
+                            r["parity_passed"] = check["parity"]["passed"]
+                        if check["accuracy"] is not None:
+                            r["accuracy"] = check["accuracy"]
                     results.append(r)
             if entry:
                 artifacts.append(entry)
-    return build_report(device=device_fingerprint(), results=results, artifacts=artifacts)
+    report = build_report(device=device_fingerprint(), results=results, artifacts=artifacts)
+    report["skipped"] = skipped
+    return report
