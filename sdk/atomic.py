@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import InputError
+from .errors import InputError, OutputWriteError
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +131,36 @@ def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
                          hint="check the path and permissions") from e
     clean_stale(parent, out.name)
     stage = parent / f"{_STAGE_PREFIX}{out.name}-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
+    try:
+        stage.mkdir()
+    except OSError as e:
+        raise _write_error(e, out) from e
     try:
         yield stage
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+            raise _write_error(e, out) from e
         raise
-    _swap_in(stage, out)
+    try:
+        _swap_in(stage, out)
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        clean_stale(out.parent, out.name)  # puts the previous set back if it had been moved aside
+        raise _write_error(e, out) from e
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+
+
+def _write_error(e: OSError, out: Path) -> OutputWriteError:
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the filesystem is read-only", errno.EIO: "the disk reported an I/O error"}.get(
+        e.errno, "permission denied")
+    return OutputWriteError(f"cannot write the output directory {out}: {what}",
+                            found=f"{e.strerror or e} ({e.filename or out})",
+                            hint="free some space or fix the permissions, or choose another -o/--out; "
+                                 "nothing was written: the directory holds what it held before (if anything)")
 
 
 def _swap_in(stage: Path, out: Path) -> None:

@@ -69,3 +69,9 @@ class BudgetError(EdgeSDKError):
     """A compression budget could not be met."""
 
     exit_code = 4
+
+
+class OutputWriteError(EdgeSDKError):
+    """The output directory could not be written (disk full, no permission, read-only filesystem)."""
+
+    exit_code = 5
