@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import re
 import sys
 import zipfile
@@ -20,6 +21,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import InputError, ModelLoadError
+
+log = logging.getLogger(__name__)
 
 _DTYPES = {"float32", "float16", "float64", "bfloat16", "int64", "int32", "int8", "uint8", "bool"}
 _SPEC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-]*):(?P<shape>[^:]+)(?::(?P<dtype>\w+))?$")
@@ -59,6 +62,12 @@ def parse_input_spec(text: str) -> InputSpec:
 
 def load_factory(ref: str) -> Callable[..., Any]:
     """Resolve ``path/to/file.py:factory`` or ``package.module:factory`` to a callable."""
+    if ":" not in ref and Path(ref).suffix in (".pt", ".pth", ".ckpt", ".pkl"):
+        raise ModelLoadError(f"{ref} is a checkpoint file; edgesdk does not unpickle model objects by default",
+                             expected="path/to/file.py:factory (with --weights for a state dict)",
+                             found=ref, hint="write a factory that builds the model and pass the state dict with "
+                                             "--weights; only for a file you created yourself: "
+                                             "--unsafe-unpickle-model (a pickle runs arbitrary code when loaded)")
     if ":" not in ref:
         raise ModelLoadError(f"model reference {ref!r} names no factory",
                              expected="path/to/file.py:factory or package.module:factory",
@@ -113,6 +122,28 @@ def build_model(ref: str) -> Any:
     if not isinstance(model, torch.nn.Module):
         raise ModelLoadError(f"the factory {ref} did not return a torch.nn.Module",
                              expected="torch.nn.Module", found=type(model).__name__)
+    return model.eval()
+
+
+def unpickle_model_unsafe(path: str | Path) -> Any:
+    """DANGER: load a whole pickled ``nn.Module``. Unpickling runs any code the file contains.
+
+    Only behind the CLI's ``--unsafe-unpickle-model`` / this explicitly named function; never a default.
+    """
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"model file not found: {p}", hint="check the path")
+    log.warning("UNSAFE: unpickling %s with weights_only=False; this runs any code inside the file", p)
+    try:
+        model = torch.load(str(p), map_location="cpu", weights_only=False)  # edgesdk: explicit unsafe opt-in
+    except Exception as e:
+        raise ModelLoadError(f"cannot unpickle {p}", found=f"{type(e).__name__}: {str(e)[:300]}",
+                             hint="the classes the pickle names must be importable here") from e
+    if not isinstance(model, torch.nn.Module):
+        raise ModelLoadError(f"{p} does not hold a torch.nn.Module", found=type(model).__name__,
+                             hint="for a state dict use a factory and --weights")
     return model.eval()
 
 
