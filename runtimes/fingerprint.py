@@ -56,17 +56,29 @@ def _gpu() -> str | None:
     return "; ".join(lines) or None
 
 
-def _jetson() -> dict[str, Any] | None:
-    model = _read("/proc/device-tree/model")
+# L4T release -> JetPack release (NVIDIA's JetPack archive); TensorRT/CUDA versions follow JetPack.
+_JETPACK = {"36.4.4": "6.2.1", "36.4.3": "6.2", "36.4.0": "6.1", "36.3.0": "6.0", "36.2.0": "6.0 DP",
+            "35.6.0": "5.1.4", "35.5.0": "5.1.3", "35.4.1": "5.1.2", "35.3.1": "5.1.1", "35.2.1": "5.1",
+            "35.1.0": "5.0.2", "32.7.6": "4.6.6", "32.7.5": "4.6.5", "32.7.4": "4.6.4", "32.7.3": "4.6.3",
+            "32.7.2": "4.6.2", "32.7.1": "4.6.1", "32.6.1": "4.6"}
+
+
+def parse_jetson(model: str | None, release: str | None) -> dict[str, Any] | None:
+    """Board model, L4T and JetPack release from /proc/device-tree/model and /etc/nv_tegra_release.
+
+    Example::
+
+        parse_jetson("NVIDIA Jetson Orin Nano Developer Kit\x00", "# R36 (release), REVISION: 4.3, GCID: ...")
+        # {"model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3", "jetpack": "6.2"}
+    """
     if not model:
         return None
     model = model.replace("\x00", "").strip()
     if "jetson" not in model.lower() and "nvidia" not in model.lower():
         return None
-    release = _read("/etc/nv_tegra_release")
     l4t = None
     if release:
-        # "# R36 (release), REVISION: 3.0, GCID: ..." -> "36.3.0"
+        # "# R36 (release), REVISION: 4.3, GCID: ..." -> "36.4.3"
         first = release.splitlines()[0]
         try:
             major = first.split("R", 1)[1].split()[0]
@@ -74,7 +86,15 @@ def _jetson() -> dict[str, Any] | None:
             l4t = f"{major}.{rev}"
         except IndexError:
             l4t = first.strip()
-    return {"model": model, "l4t": l4t}
+    jetpack = None
+    if l4t:
+        parts = (l4t.split(".") + ["0", "0"])[:3]
+        jetpack = _JETPACK.get(".".join(parts))
+    return {"model": model, "l4t": l4t, "jetpack": jetpack}
+
+
+def _jetson() -> dict[str, Any] | None:
+    return parse_jetson(_read("/proc/device-tree/model"), _read("/etc/nv_tegra_release"))
 
 
 def _versions() -> dict[str, str]:

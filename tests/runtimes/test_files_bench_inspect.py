@@ -129,3 +129,18 @@ def test_pool_gives_each_caller_its_own_item_and_caps():
         with failing.take():
             pass
     assert failing.created == 0
+
+
+@pytest.mark.parametrize("model, release, want", [
+    ("NVIDIA Jetson Orin Nano Developer Kit\x00", "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic",
+     {"model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3", "jetpack": "6.2"}),
+    ("NVIDIA Jetson Xavier NX Developer Kit", "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref",
+     {"model": "NVIDIA Jetson Xavier NX Developer Kit", "l4t": "35.4.1", "jetpack": "5.1.2"}),
+    ("NVIDIA Jetson AGX Thor", None, {"model": "NVIDIA Jetson AGX Thor", "l4t": None, "jetpack": None}),
+    ("Raspberry Pi 5 Model B Rev 1.0", "", None),
+    (None, None, None),
+])
+def test_jetson_fingerprint_reads_board_l4t_and_jetpack(model, release, want):
+    from edgesdk.runtimes.fingerprint import parse_jetson
+
+    assert parse_jetson(model, release) == want
