@@ -1,4 +1,4 @@
-"""Calibration and evaluation data: .npz files, directories of .npy, Python iterables, or explicit random.
+"""Calibration and evaluation data: .npz files, directories of .npy or of images, Python iterables, or random.
 
 Everything is checked against the model's example inputs (names, dtypes, non-batch dims,
 finite values) before it is used, and the source is recorded for the manifest.
@@ -7,6 +7,7 @@ Example::
 
     data = load_calibration("calib.npz", examples)           # dict name -> array (N, ...)
     data = load_calibration("random", examples, samples=64)  # only when asked for explicitly
+    data = load_calibration("images/", examples, preprocess=ImagePreprocess.parse("size=224x224", shape))
 """
 from __future__ import annotations
 
@@ -48,9 +49,30 @@ def _from_iterable(batches: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray
     return {k: np.concatenate(v) for k, v in collected.items()}
 
 
+def image_preprocess(source: Any, examples: Mapping[str, np.ndarray], spec: Any = None) -> Any:
+    """The ImagePreprocess for ``source`` when it is a directory of images (else None); ``spec`` is text or a spec."""
+    from edgesdk.runtimes.preprocess import ImagePreprocess, image_files
+
+    if not isinstance(source, (str, Path)) or not Path(source).is_dir() or not image_files(source):
+        if spec is not None:
+            raise InputError("--preprocess applies to a calibration directory of images",
+                             found=f"calibration source {source!r}")
+        return None
+    if len(examples) != 1:
+        raise InputError("a directory of images can only feed a model with one input",
+                         found=f"inputs {', '.join(examples)}", hint="use a .npz with one array per input")
+    if isinstance(spec, ImagePreprocess):
+        return spec
+    return ImagePreprocess.parse(spec, next(iter(examples.values())).shape)
+
+
 def load_calibration(source: Any, examples: Mapping[str, np.ndarray], *, samples: int | None = None,
-                     seed: int = 0, what: str = "calibration data") -> tuple[dict[str, np.ndarray], str]:
-    """Return (arrays named like the inputs, a description of the source) after checking them."""
+                     seed: int = 0, what: str = "calibration data",
+                     preprocess: Any = None) -> tuple[dict[str, np.ndarray], str]:
+    """Return (arrays named like the inputs, a description of the source) after checking them.
+
+    ``preprocess`` (an ImagePreprocess) turns a directory of images into the single input.
+    """
     if isinstance(source, str) and source == "random":
         n = samples or 64
         rng = np.random.default_rng(seed)
@@ -65,7 +87,12 @@ def load_calibration(source: Any, examples: Mapping[str, np.ndarray], *, samples
         return data, f"RANDOM data ({n} samples) - not representative of real inputs"
     if isinstance(source, (str, Path)):
         p = Path(source)
-        if p.is_dir():
+        if p.is_dir() and preprocess is not None:
+            from edgesdk.runtimes.preprocess import load_images
+
+            data = {next(iter(examples)): load_images(p, preprocess, limit=samples)}
+            desc = f"images in {p}, preprocessed {preprocess.to_dict()}"
+        elif p.is_dir():
             data, desc = _from_dir(p), f"directory {p}"
         elif p.suffix == ".npz" or p.is_file():
             data, desc = load_npz(p, what=what), f"file {p}"

@@ -60,7 +60,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
              eval_data: Mapping[str, np.ndarray] | None = None,
              output_names: list[str] | None = None, progress: Progress | None = None,
              recovery_hook: Callable[[Any, Mapping[str, np.ndarray]], Any] | None = None,
-             **options: Any) -> Result:
+             preprocess: Any = None, **options: Any) -> Result:
     """Export ``model``, verify each artifact against it, benchmark, write ``out_dir``.
 
     ``example_inputs``: a tensor, a tuple of tensors, or a dict name -> tensor (batch first).
@@ -69,6 +69,8 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     named like the inputs, with ``labels`` for task accuracy. ``options`` override recipe fields
     (``opset=17``, ``benchmark=False``, ``allow_mismatch=True``, ``quantize="int8"``, ``prune=0.5`` ...).
     ``recovery_hook(model, data)`` replaces the built-in distillation after pruning with your own loop.
+    ``preprocess``: with ``calib_data`` a directory of images, an ImagePreprocess or its text form
+    (``"size=224x224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225"``); stored in the manifest.
 
     >>> result = compress(model, {"x": torch.rand(1, 1, 8, 8)}, out_dir="out", benchmark=False)
     """
@@ -84,11 +86,13 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     model = model.eval()
     examples = _normalize_inputs(example_inputs)
     examples_np = {k: v.detach().cpu().numpy() for k, v in examples.items()}
-    from edgesdk.compress.calibration import load_calibration
+    from edgesdk.compress.calibration import image_preprocess, load_calibration
 
     calib_source = None
+    preprocess = image_preprocess(calib_data, examples_np, preprocess)
     if calib_data is not None:
-        calib_data, calib_source = load_calibration(calib_data, examples_np, seed=recipe.parity.seed)
+        calib_data, calib_source = load_calibration(calib_data, examples_np, seed=recipe.parity.seed,
+                                                    preprocess=preprocess)
     if eval_data is not None:
         eval_data = dict(eval_data)
         check_feeds_match({k: v for k, v in eval_data.items() if k != "labels"}, examples_np, what="eval data")
@@ -185,6 +189,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
             "model": {"class": type(model).__name__, "inputs": _specs(examples_np),
                       "output_names": out_names, "accuracy": baseline_accuracy},
             "calibration": calib_source,
+            "preprocess": preprocess.to_dict() if preprocess is not None else None,
             "targets": ctx.records.get("targets", {}),
             "artifacts": report["artifacts"],
             "reference": ref_info,
