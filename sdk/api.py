@@ -23,13 +23,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import __version__
-from .atomic import staged_output_dir, write_json, write_text
+from .atomic import staged_output_dir, write_json
 from .errors import BudgetError, InputError, ParityError
 from .intake import check_feeds_match
 from .parity import DEFAULT_TOLERANCES, compare
 from .pipeline import Artifact, StageContext, run_stages
 from .recipe import Recipe, apply_options
-from .report import REPORT_SCHEMA_VERSION, build_report, to_markdown
+from .report import REPORT_SCHEMA_VERSION, REPORT_VIEWS, build_report, to_markdown, write_report_views
 
 log = logging.getLogger(__name__)
 MANIFEST_SCHEMA_VERSION = 1
@@ -193,10 +193,10 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
             "targets": ctx.records.get("targets", {}),
             "artifacts": report["artifacts"],
             "reference": ref_info,
-            "reports": ["report.json", "report.md"],
+            "reports": ["report.json", *REPORT_VIEWS],
         }
         write_json(stage / "report.json", report)
-        write_text(stage / "report.md", to_markdown(report))
+        write_report_views(stage, report)  # report.md, report.html (charts), report.csv
         write_json(stage / "manifest.json", manifest)  # last: it vouches for the files above
     out = Path(out_dir).absolute()
     for art in artifacts:

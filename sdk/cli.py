@@ -56,8 +56,15 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 def _say(ctx: click.Context) -> Callable[[str], None]:
-    quiet = ctx.obj.get("quiet")
-    return (lambda msg: None) if quiet else (lambda msg: click.secho(f"- {msg}", err=True, dim=True))
+    """Step progress on stderr (rich spinners on a terminal), silenced by --quiet; closed with the command."""
+    from .progress import StepProgress
+
+    root = ctx.find_root()
+    say = root.obj.get("progress")
+    if say is None:
+        say = root.obj["progress"] = StepProgress(quiet=bool(root.obj.get("quiet")))
+        root.call_on_close(say.close)
+    return say
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -104,8 +111,12 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--input", "input_specs", multiple=True, metavar="NAME:1x3x224x224[:float32]",
               help="An input name, example shape and dtype (repeatable). Batch is dynamic by default.")
 @click.option("--example-inputs", type=click.Path(dir_okay=False), help=".npz of example inputs (instead of --input).")
-@click.option("--calib", help="Calibration/reference data: FILE.npz or a DIR of NAME.npy (arrays named like the "
-              "inputs), or 'random' (explicit; the report says so).")
+@click.option("--calib", help="Calibration/reference data: FILE.npz, a DIR of NAME.npy (arrays named like the "
+              "inputs), an IMAGE_DIR (see --preprocess), or 'random' (explicit; the report says so).")
+@click.option("--preprocess", "preprocess_text", metavar="SPEC",
+              help="With --calib IMAGE_DIR: size=HxW,channels=rgb|bgr|gray,layout=nchw|nhwc,resize=crop|stretch,"
+                   "scale=S,mean=a:b:c,std=a:b:c (defaults from the input shape; pixels scaled to [0,1]). "
+                   "Stored in the manifest so the device can replay it.")
 @click.option("--eval-data", type=click.Path(dir_okay=False), help=".npz with the inputs plus `labels`: adds accuracy.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="edgesdk-out", show_default=True)
 @click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), help="YAML recipe; flags override it.")
@@ -144,6 +155,9 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--no-recover", is_flag=True, help="Skip distillation after pruning.")
 @click.option("--recover-steps", type=int, help="Distillation steps after pruning (default 1000).")
 @click.option("--recover-lr", type=float, help="Distillation learning rate (default 3e-3).")
+@click.option("--unsafe-unpickle-model", is_flag=True,
+              help="DANGER: MODEL is a pickled nn.Module (.pt) to unpickle; this runs any code in the file. "
+                   "Only for files you created yourself.")
 @click.option("--trt-batch", metavar="MIN:OPT:MAX", help="TensorRT batch profile (default 1:largest --batch:64+).")
 @click.option("--trt-workspace", type=int, metavar="MB", help="TensorRT builder workspace (default 1024 MB).")
 @click.option("--trt-sparse", is_flag=True, help="Let TensorRT use 2:4 sparse kernels (after --prune-method 2:4).")
@@ -151,7 +165,8 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def compress(ctx: click.Context, model: str, weights: str | None, input_specs: tuple[str, ...],
-             example_inputs: str | None, calib: str | None, eval_data: str | None, out_dir: str,
+             example_inputs: str | None, calib: str | None, preprocess_text: str | None, eval_data: str | None,
+             out_dir: str,
              recipe_file: str | None, dry_run: bool, targets: str | None, opset: int | None, exporter: str | None,
              no_simplify: bool, static_batch: bool, output_names: tuple[str, ...], atol: float | None,
              rtol: float | None, allow_mismatch: bool, no_benchmark: bool, batch_text: str | None,
@@ -161,7 +176,7 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
              prune_method: str | None, prune_target_macs: int | None, prune_importance: str | None,
              prune_protect: tuple[str, ...], no_recover: bool, recover_steps: int | None,
              recover_lr: float | None, backends_text: str | None, trt_batch: str | None, trt_workspace: int | None,
-             trt_sparse: bool, trt_dla_core: int | None, as_json: bool) -> None:
+             trt_sparse: bool, trt_dla_core: int | None, unsafe_unpickle_model: bool, as_json: bool) -> None:
     """Export MODEL (path/to/file.py:factory or package.module:factory), verify and benchmark it."""
     from .recipe import Recipe, apply_options
 
@@ -192,12 +207,17 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
                                "out": out_dir, "recipe": recipe.to_dict()}, indent=2))
         return
 
-    from .intake import build_model, load_npz, load_weights, parse_input_spec
+    from .intake import build_model, load_npz, load_weights, parse_input_spec, unpickle_model_unsafe
 
     specs = [parse_input_spec(s) for s in input_specs]
     say = _say(ctx)
     say(f"building {model}")
-    net = build_model(model)
+    if unsafe_unpickle_model:
+        click.secho(f"WARNING: --unsafe-unpickle-model: unpickling {model} runs any code it contains", fg="red",
+                    err=True)
+        net = unpickle_model_unsafe(model)
+    else:
+        net = build_model(model)
     if weights:
         load_weights(net, weights)
     import torch
@@ -218,11 +238,11 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
     from .api import compress as run_compress
 
     result = run_compress(net, examples, recipe, out_dir=out_dir, calib_data=calib_data, eval_data=eval_arrays,
-                          output_names=list(output_names) or None, progress=say)
+                          output_names=list(output_names) or None, progress=say, preprocess=preprocess_text)
     _emit_report(result.report, as_json)
     if not as_json and not ctx.obj.get("quiet"):
         click.echo(f"wrote {result.out_dir} ({', '.join(a.name for a in result.artifacts)}, manifest.json, "
-                   "report.json, report.md)")
+                   "report.json, report.md, report.html, report.csv)")
     if not result.passed:
         click.secho("warning: some artifacts failed the parity gate and were kept because of --allow-mismatch",
                     fg="yellow", err=True)
@@ -329,7 +349,10 @@ def doctor(as_json: bool) -> None:
         click.echo(json.dumps({"backends": status, "device": fp}, indent=2, default=str))
         return
     click.echo(f"CPU: {fp.get('cpu_model')} ({fp.get('cores')} cores); ISA: {', '.join(fp.get('isa') or []) or '-'}")
-    click.echo(f"GPU: {fp.get('gpu') or 'none found'}" + (f"; Jetson: {fp['jetson']}" if fp.get("jetson") else ""))
+    jetson = fp.get("jetson") or {}
+    board = (f"; Jetson: {jetson.get('model')}, L4T {jetson.get('l4t') or '?'}, JetPack {jetson.get('jetpack') or '?'}"
+             if jetson else "")
+    click.echo(f"GPU: {fp.get('gpu') or 'none found'}{board}")
     click.echo(f"OS: {fp.get('os')}; Python {fp.get('python')}")
     for b in status:
         mark = click.style("ok", fg="green") if b.get("available") else click.style("missing", fg="yellow")
@@ -340,14 +363,9 @@ def doctor(as_json: bool) -> None:
         click.echo(line.rstrip())
 
 
-@main.command("report")
-@click.argument("report_file", type=click.Path())
-@click.option("--json", "as_json", is_flag=True)
-def report_cmd(report_file: str, as_json: bool) -> None:
-    """Print the table of a report.json again."""
-    from .report import load_report
+from .cli_report import report as report_cmd  # noqa: E402  (show/merge/compare live in their own file)
 
-    _emit_report(load_report(report_file), as_json)
+main.add_command(report_cmd, "report")
 
 
 if __name__ == "__main__":  # pragma: no cover

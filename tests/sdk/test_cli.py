@@ -245,3 +245,17 @@ def test_changed_artifact_is_refused(digits_run, tmp_path):
 
     with pytest.raises(ArtifactError, match="changed since the manifest"):
         load(copy)
+
+
+def test_unpickling_a_module_needs_the_loud_flag(tmp_path):
+    from tests.models import ConvBnRelu
+
+    path = tmp_path / "whole.pt"
+    torch.save(ConvBnRelu().eval(), path)
+    res = invoke("compress", path, "--input", "x:1x3x16x16", "-o", tmp_path / "o", "--no-benchmark")
+    assert_clean_error(res, "does not unpickle model objects by default", "--unsafe-unpickle-model")
+    assert not (tmp_path / "o").exists()
+    res = invoke("compress", path, "--unsafe-unpickle-model", "--input", "x:1x3x16x16", "-o", tmp_path / "o",
+                 "--no-benchmark")
+    assert res.exit_code == 0, res.output
+    assert "runs any code" in res.output and (tmp_path / "o" / "model.onnx").is_file()

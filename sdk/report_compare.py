@@ -1,0 +1,177 @@
+"""Regression check between two reports: did NEW get worse than BASE beyond a threshold?
+
+Rows match on (artifact, backend, precision, batch). With threshold ``t`` (``--max-regression 5%``):
+
+- p50 latency regresses when ``new / base - 1 > t``;
+- throughput regresses when ``1 - new / base > t``;
+- file size regresses when ``new / base - 1 > t``;
+- accuracy regresses when it drops by more than ``max_accuracy_drop`` percentage points
+  (default ``t * 100``: 5% allows a 5-point drop);
+- parity regresses when it passed in BASE and fails in NEW.
+
+Rows in only one report are listed as added/removed and never fail the check.
+
+Example::
+
+    result = compare_reports(load_report("base.json"), load_report("new.json"), max_regression=0.05)
+    print(compare_to_text(result)); raise SystemExit(1 if result["regressed"] else 0)
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .errors import InputError
+from .report import device_summary, fmt, fmt_size
+from .report_merge import ROW_KEY
+
+REGRESSED, IMPROVED, OK = "REGRESSED", "improved", "ok"
+
+
+def parse_threshold(text: str | float) -> float:
+    """``5%`` or ``0.05`` -> 0.05. A bare number must be a fraction below 1 (write ``50%`` for a half).
+
+    Example::
+
+        parse_threshold("5%")    # 0.05
+    """
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise InputError(f"bad threshold {raw!r}", expected="a percentage like 5% or a fraction like 0.05",
+                         found=raw) from None
+    if value != value or value < 0 or (not raw.endswith("%") and value >= 1):
+        raise InputError(f"bad threshold {raw!r}", expected="a percentage like 5% or a fraction in [0, 1) like 0.05",
+                         found=raw, hint="write 5% or 0.05 for five percent")
+    return value
+
+
+def _rel(base: float, new: float) -> float | None:
+    return None if not base else new / base - 1
+
+
+def _relative(worse_if_higher: bool) -> Callable[[Any, Any, float, float], tuple[float | None, str]]:
+    def check(base: Any, new: Any, t: float, _acc: float) -> tuple[float | None, str]:
+        change = _rel(base, new)
+        if change is None:
+            return None, OK
+        worse = change if worse_if_higher else -change
+        return change, REGRESSED if worse > t + 1e-12 else (IMPROVED if -worse > t + 1e-12 else OK)
+    return check
+
+
+def _accuracy(base: Any, new: Any, _t: float, max_drop: float) -> tuple[float | None, str]:
+    change = new - base
+    return change, REGRESSED if -change > max_drop + 1e-9 else (IMPROVED if change > max_drop + 1e-9 else OK)
+
+
+def _parity(base: Any, new: Any, _t: float, _acc: float) -> tuple[float | None, str]:
+    if base and not new:
+        return None, REGRESSED
+    return None, IMPROVED if new and not base else OK
+
+
+def _p50(r: dict[str, Any]) -> Any:
+    return (r.get("latency_ms") or {}).get("p50")
+
+
+# metric -> (display name, value getter, check(base, new, threshold, max_accuracy_drop) -> (change, verdict)).
+METRICS: dict[str, tuple[str, Callable[[dict[str, Any]], Any], Callable[..., tuple[float | None, str]]]] = {
+    "p50_ms": ("p50 ms", _p50, _relative(worse_if_higher=True)),
+    "throughput": ("throughput/s", lambda r: r.get("throughput"), _relative(worse_if_higher=False)),
+    "size_bytes": ("size", lambda r: r.get("size_bytes"), _relative(worse_if_higher=True)),
+    "accuracy": ("accuracy %", lambda r: r.get("accuracy"), _accuracy),
+    "parity_passed": ("parity", lambda r: r.get("parity_passed"), _parity),
+}
+
+
+def _index(report: dict[str, Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in report.get("results") or []:
+        out.setdefault(tuple(r.get(k) for k in ROW_KEY), r)
+    return out
+
+
+def compare_reports(base: dict[str, Any], new: dict[str, Any], *, max_regression: float = 0.05,
+                    max_accuracy_drop: float | None = None, base_name: str = "base",
+                    new_name: str = "new") -> dict[str, Any]:
+    """Compare matching rows metric by metric; ``regressed`` is True when any metric regressed.
+
+    Raises InputError when the reports share no row (nothing to compare).
+    """
+    acc_drop = max_regression * 100 if max_accuracy_drop is None else max_accuracy_drop
+    if acc_drop < 0 or acc_drop != acc_drop:
+        raise InputError("bad --max-accuracy-drop", expected="a number of percentage points >= 0", found=str(acc_drop))
+    b, n = _index(base), _index(new)
+    common = [k for k in b if k in n]
+    if not common:
+        show = lambda keys: "; ".join(" ".join(str(x) for x in k) for k in list(keys)[:5]) or "none"  # noqa: E731
+        raise InputError(f"{base_name} and {new_name} have no result rows in common",
+                         expected=f"rows with the same {', '.join(ROW_KEY)} in both reports",
+                         found=f"{base_name}: {show(b)}; {new_name}: {show(n)}",
+                         hint="compare reports of the same artifacts (same recipe, backends and batch sizes)")
+    rows, regressions = [], []
+    for key in common:
+        metrics = []
+        for name, (label, get, check) in METRICS.items():
+            bv, nv = get(b[key]), get(n[key])
+            if bv is None or nv is None:
+                continue
+            change, verdict = check(bv, nv, max_regression, acc_drop)
+            metrics.append({"metric": name, "label": label, "base": bv, "new": nv, "change": change,
+                            "verdict": verdict})
+            if verdict == REGRESSED:
+                regressions.append(f"{' '.join(str(x) for x in key)}: {label} {_value(name, bv)} -> "
+                                   f"{_value(name, nv)} ({_change(name, change)})")
+        verdicts = {m["verdict"] for m in metrics}
+        verdict = REGRESSED if REGRESSED in verdicts else (IMPROVED if IMPROVED in verdicts else OK)
+        rows.append({**dict(zip(ROW_KEY, key)), "verdict": verdict, "metrics": metrics})
+    return {"base": base_name, "new": new_name, "max_regression": max_regression, "max_accuracy_drop": acc_drop,
+            "base_device": device_summary(base.get("device")), "new_device": device_summary(new.get("device")),
+            "regressed": bool(regressions), "regressions": regressions, "rows": rows,
+            "added": [dict(zip(ROW_KEY, k)) for k in n if k not in b],
+            "removed": [dict(zip(ROW_KEY, k)) for k in b if k not in n]}
+
+
+def _value(metric: str, v: Any) -> str:
+    if metric == "size_bytes":
+        return fmt_size(v)
+    if metric == "parity_passed":
+        return "pass" if v else "FAIL"
+    return fmt(v, ".1f" if metric == "throughput" else (".2f" if metric == "accuracy" else ".3f"))
+
+
+def _change(metric: str, change: float | None) -> str:
+    if change is None:
+        return "-"
+    return f"{change:+.2f} pts" if metric == "accuracy" else f"{change * 100:+.1f}%"
+
+
+def compare_to_text(result: dict[str, Any]) -> str:
+    """A plain-text table (one line per row and metric), the added/removed rows and the verdict."""
+    t = result["max_regression"] * 100
+    lines = [f"compare {result['base']} -> {result['new']}",
+             f"thresholds: p50 latency and size +{t:g}%, throughput -{t:g}%, accuracy "
+             f"-{result['max_accuracy_drop']:g} points, parity pass -> fail"]
+    if result["base_device"] != result["new_device"]:
+        lines.append(f"note: different devices: {result['base_device']} -> {result['new_device']}")
+    table = [["artifact", "backend", "precision", "batch", "metric", "base", "new", "change", "verdict"]]
+    for r in result["rows"]:
+        for m in r["metrics"]:
+            table.append([str(r[k]) for k in ROW_KEY] + [m["label"], _value(m["metric"], m["base"]),
+                                                         _value(m["metric"], m["new"]),
+                                                         _change(m["metric"], m["change"]), m["verdict"]])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines.append("")
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    for what in ("added", "removed"):
+        for k in result[what]:
+            lines.append(f"{what}: {' '.join(str(k[x]) for x in ROW_KEY)} (only in "
+                         f"{result['new'] if what == 'added' else result['base']}; not checked)")
+    lines.append("")
+    if result["regressed"]:
+        lines.append(f"REGRESSED: {len(result['regressions'])} regression(s)")
+        lines += [f"  - {r}" for r in result["regressions"]]
+    else:
+        lines.append(f"ok: no regression beyond the thresholds in {len(result['rows'])} matching row(s)")
+    return "\n".join(lines) + "\n"
