@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgesdk.errors import FeedError
+from edgesdk.errors import EdgeSDKError, FeedError, InferenceError
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,12 @@ class Session:
             feeds = self._validate(feeds)
         if check_finite:
             self._check_finite(feeds)
-        return self._run_impl(feeds)
+        try:
+            return self._run_impl(feeds)
+        except EdgeSDKError:
+            raise
+        except Exception as e:  # a native backend's own exception type: name the run, keep the message
+            raise self._inference_error(feeds, e) from e
 
     __call__ = run
 
@@ -144,6 +149,14 @@ class Session:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path) if self.path else ''!r}, backend={self.backend!r})"
+
+    def _inference_error(self, feeds: Mapping[str, Any], e: Exception) -> InferenceError:
+        first = " ".join(str(e).split())[:400] or type(e).__name__
+        got = ", ".join(f"{k}: {getattr(v, 'dtype', '?')}{list(getattr(v, 'shape', ()))}" for k, v in feeds.items())
+        return InferenceError(f"{self._who()}: the backend failed to run these feeds",
+                              expected=self._expected(), found=f"{got} -> {type(e).__name__}: {first}",
+                              hint="the feeds match the model's signature but the backend rejected them (an empty "
+                                   "batch, or a size the model cannot take?); the session is still usable")
 
     # -- slow path: explain everything that is wrong in one error -------------------
     def _not_a_mapping(self, feeds: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesdk.errors import ArtifactError, BackendUnavailableError, InputError
+from edgesdk.errors import ArtifactError, BackendUnavailableError, InferenceError, InputError
 
 from .base import Session, TensorSpec
 from .formats import describe_bytes, detect_format, read_head
@@ -76,6 +76,12 @@ class OpenVINOSession(Session):
         self._pool: Pool[Any] = Pool(self._compiled.create_infer_request)
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        empty = [k for k, v in feeds.items() if v.size == 0]
+        if empty:  # OpenVINO's CPU plugin fails on them and stays broken for later runs of the compiled model
+            raise InferenceError(f"{self._who()}: OpenVINO cannot run empty inputs",
+                                 expected="at least one element in every input",
+                                 found=", ".join(f"{k}: shape {tuple(feeds[k].shape)}" for k in empty),
+                                 hint="skip the call when there is nothing to run")
         with self._pool.take() as req:
             res = req.infer({s.name: feeds[s.name] for s in self._in or []})
             return {s.name: np.array(o, copy=True) for s, o in zip(self._out or [], res.values())}

@@ -1,7 +1,8 @@
 """A thread-safe pool of per-caller native objects (interpreters, infer requests, execution contexts).
 
 Backends whose native handles must not be shared between threads take one per call and give it
-back; the pool grows to the number of concurrent callers (optionally capped) and reuses them.
+back; the pool grows to the number of concurrent callers (optionally capped) and reuses them. A
+handle whose use raised is dropped rather than reused.
 
 Example::
 
@@ -57,10 +58,16 @@ class Pool(Generic[T]):
                 raise
         try:
             yield item
-        finally:
+        except BaseException:
+            # a native handle that raised may be left in a bad state (OpenVINO infer requests are): drop it,
+            # the next caller gets a fresh one
             with self._cond:
-                self._free.append(item)
+                self._created -= 1
                 self._cond.notify()
+            raise
+        with self._cond:
+            self._free.append(item)
+            self._cond.notify()
 
     def clear(self) -> list[T]:
         """Forget every item (the caller frees them); returns the free ones."""

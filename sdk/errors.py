@@ -51,6 +51,10 @@ class FeedError(EdgeSDKError):
     """Feeds given to Session.run do not match the model's inputs."""
 
 
+class InferenceError(EdgeSDKError):
+    """The backend refused or failed a run whose feeds matched the model's signature (e.g. an empty batch)."""
+
+
 class BackendUnavailableError(EdgeSDKError):
     """A runtime backend or toolchain is not installed or not usable here."""
 
