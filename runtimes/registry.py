@@ -98,8 +98,16 @@ def _from_dir(path: Path, artifact: str | None) -> Path:
 
 
 def load(path: str | Path, backend: str = "auto", threads: int | None = None, device: str = "auto",
-         *, artifact: str | None = None, **options: Any) -> Session:
-    """Open ``path`` (a model file or an artifact directory) with a backend and return the loaded Session."""
+         *, artifact: str | None = None, isolate: bool = False, **options: Any) -> Session:
+    """Open ``path`` (a model file or an artifact directory) with a backend and return the loaded Session.
+
+    ONNX external-data references are checked first (they must stay inside the model's folder).
+    ``isolate=True`` loads and runs the file once in a child process before loading it here, so a
+    crafted file that crashes or hangs a native parser raises ArtifactError instead (the CLI does
+    this by default for files it is given).
+    """
+    from .safety import check_onnx_external_data, probe_in_child
+
     p = Path(path)
     if p.is_dir():
         p = _from_dir(p, artifact)
@@ -120,8 +128,19 @@ def load(path: str | Path, backend: str = "auto", threads: int | None = None, de
             raise ArtifactError(f"{p} is a {fmt} file; the {backend} backend cannot run it",
                                 expected=f"a file for {backend}",
                                 hint="use backend='auto' to pick the right backend")
+    if fmt == "onnx":
+        check_onnx_external_data(p)
+    if isolate:
+        probe_in_child(p, backend)
     sess = cls(p, threads=threads, device=device, **options)
-    return sess.load()
+    try:
+        return sess.load()
+    except EdgeSDKError:
+        raise
+    except Exception as e:  # a native loader's own exception type
+        raise ArtifactError(f"the {backend} backend cannot load {p}", expected="a valid model file",
+                            found=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                            hint="the file may be truncated or corrupt; re-export it") from e
 
 
 def _ort_detail() -> str:

@@ -55,6 +55,10 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+_NO_ISOLATE_HELP = ("Load the file in this process without first trying it in a child process (faster; only "
+                    "for files you trust: a crafted file can crash native parsers).")
+
+
 def _say(ctx: click.Context) -> Callable[[str], None]:
     """Step progress on stderr (rich spinners on a terminal), silenced by --quiet; closed with the command."""
     from .progress import StepProgress
@@ -260,11 +264,12 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
 @click.option("--duration", "duration_s", type=float, help="Run for S seconds instead of --iterations.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write report.json here.")
 @click.option("--rebuild", is_flag=True, help="Rebuild TensorRT engines made for another GPU/TensorRT from their ONNX.")
+@click.option("--no-isolate", is_flag=True, help=_NO_ISOLATE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: str, threads: int | None,
               batch_text: str, warmup: int, iterations: int, duration_s: float | None, output: str | None,
-              rebuild: bool, as_json: bool) -> None:
+              rebuild: bool, no_isolate: bool, as_json: bool) -> None:
     """Benchmark artifact files or artifact directories on this device."""
     from .atomic import write_json
     from .benchmarking import benchmark_paths
@@ -273,7 +278,7 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: 
         raise InputError("--iterations must be >= 1 and --warmup >= 0", found=f"{iterations}, {warmup}")
     report = benchmark_paths(list(paths), backend=backend, threads=threads, batches=_batches(batch_text),
                              warmup=warmup, iterations=iterations, duration_s=duration_s, device=device,
-                             progress=_say(ctx), **({"rebuild": True} if rebuild else {}))
+                             progress=_say(ctx), isolate=not no_isolate, **({"rebuild": True} if rebuild else {}))
     if output:
         write_json(output, report)
     _emit_report(report, as_json)
@@ -284,8 +289,10 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: 
 @click.option("--inputs", "inputs_file", required=True, type=click.Path(dir_okay=False), help=".npz of named inputs.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write outputs to this .npz.")
 @click.option("--backend", default="auto", show_default=True)
+@click.option("--no-isolate", is_flag=True, help=_NO_ISOLATE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print output summaries as JSON.")
-def run_cmd(artifact: str, inputs_file: str, output: str | None, backend: str, as_json: bool) -> None:
+def run_cmd(artifact: str, inputs_file: str, output: str | None, backend: str, no_isolate: bool,
+            as_json: bool) -> None:
     """Run ARTIFACT on the arrays in --inputs and print (or save) the outputs."""
     import io
 
@@ -296,7 +303,7 @@ def run_cmd(artifact: str, inputs_file: str, output: str | None, backend: str, a
     from edgesdk.runtimes import load
 
     feeds = load_npz(inputs_file, what="inputs")
-    with load(artifact, backend=backend) as sess:
+    with load(artifact, backend=backend, isolate=not no_isolate) as sess:
         outputs = sess.run(feeds)
     if output:
         buf = io.BytesIO()
@@ -317,10 +324,18 @@ def run_cmd(artifact: str, inputs_file: str, output: str | None, backend: str, a
 
 @main.command("inspect")
 @click.argument("artifact", type=click.Path())
+@click.option("--no-isolate", is_flag=True, help=_NO_ISOLATE_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def inspect_cmd(artifact: str, as_json: bool) -> None:
+def inspect_cmd(artifact: str, no_isolate: bool, as_json: bool) -> None:
     """Show an artifact's format, inputs/outputs, opset, size and op histogram."""
+    from edgesdk.errors import BackendUnavailableError
     from edgesdk.runtimes import inspect_artifact
+    from edgesdk.runtimes.safety import probe
+
+    if not no_isolate and Path(artifact).is_file():
+        err = probe([artifact], run=False)[0].to_error()
+        if err is not None and not isinstance(err, BackendUnavailableError):  # no backend here is not a fault
+            raise err
 
     info = inspect_artifact(artifact)
     if as_json:

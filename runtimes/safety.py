@@ -1,0 +1,317 @@
+"""Safe loading of untrusted model files.
+
+Two defences, both used by :func:`edgesdk.runtimes.load`:
+
+* :func:`check_onnx_external_data` reads only the ONNX protobuf (no tensor data) and refuses
+  external-data references that leave the model's folder (``..``, absolute paths, symlinks or hard
+  links), and offsets/lengths that are negative, not integers, or past the end of the data file.
+* :func:`probe` loads files in a child process first (``load(..., isolate=True)``; on by default in
+  the CLI). Native parsers (onnxruntime, the LiteRT interpreter, OpenVINO) are known to crash or
+  hang on crafted files; in a child that becomes an ArtifactError naming the file and the signal
+  instead of the death of the calling process.
+
+Example::
+
+    check_onnx_external_data("model.onnx")            # raises ArtifactError on an escaping location
+    [result] = probe(["upload.tflite"]); result.raise_for_error()
+"""
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Iterable, Iterator
+
+from edgesdk import errors
+from edgesdk.errors import ArtifactError, EdgeSDKError
+
+PROBE_TIMEOUT_S = 120.0
+_MAX_PROBE_FEED_BYTES = 256 << 20
+
+# -- ONNX external data -------------------------------------------------------------------------
+
+_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16, 16: 2,
+             17: 1, 18: 1, 19: 1, 20: 1}  # onnx.TensorProto.DataType -> bytes per element (fixed-size types)
+
+
+def _may_have_external_data(path: Path) -> bool:
+    """Cheap pre-check: an external tensor carries a ``location`` key in its proto."""
+    size = path.stat().st_size
+    if size == 0:
+        return False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return m.find(b"location") != -1
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto in a graph, its nodes' attributes and subgraphs."""
+    yield from graph.initializer
+    for sp in graph.sparse_initializer:
+        yield sp.values
+        yield sp.indices
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: Any) -> Iterator[Any]:
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        if attr.HasField("g"):
+            yield from _tensors(attr.g)
+        for g in attr.graphs:
+            yield from _tensors(g)
+
+
+def check_onnx_external_data(path: str | Path) -> int:
+    """Refuse external-data references that escape ``path``'s folder or point past their file.
+
+    Returns the number of external tensors checked. Raises ArtifactError naming the tensor, the
+    location and the reason.
+    """
+    p = Path(path)
+    if not _may_have_external_data(p):
+        return 0
+    try:
+        import onnx
+    except ImportError:  # the runtime extra installs onnx; without it the backend's own checks apply
+        return 0
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ArtifactError(f"{p} is not a readable ONNX model", found=f"{type(e).__name__}: {str(e)[:200]}",
+                            hint="the file may be truncated or corrupt; re-export it") from e
+    base = p.parent.resolve()
+    tensors = list(_tensors(model.graph))
+    for fn in model.functions:
+        for node in fn.node:
+            tensors.extend(_node_tensors(node))
+    checked = 0
+    for t in tensors:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        _check_external(p, base, t)
+        checked += 1
+    return checked
+
+
+def _check_external(model: Path, base: Path, t: Any) -> None:
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+
+    def refuse(why: str, hint: str = "re-export the model with its weights beside it, or inline them") -> None:
+        raise ArtifactError(f"{model.name}: tensor {t.name!r} has unsafe external data: {why}",
+                            expected="a location relative to the model's folder, inside it, with valid offsets",
+                            found=f"location={loc!r}, offset={info.get('offset')!r}, length={info.get('length')!r}",
+                            hint=hint)
+
+    if not loc:
+        refuse("no location")
+    if "\x00" in loc or PurePosixPath(loc).is_absolute() or PureWindowsPath(loc).is_absolute() \
+            or PureWindowsPath(loc).drive:
+        refuse("an absolute path")
+    parts = PurePosixPath(loc.replace("\\", "/")).parts
+    if ".." in parts:
+        normal = os.path.normpath(loc.replace("\\", "/"))
+        if normal == ".." or normal.startswith("../"):
+            refuse("'..' leads out of the model's folder")
+        refuse("'..' in the path (not allowed, even when it stays inside)")
+    target = base / loc
+    try:
+        resolved = target.resolve(strict=True)
+    except (FileNotFoundError, RuntimeError):  # RuntimeError: a symlink loop
+        refuse("the data file does not exist", hint="copy the .data file(s) next to the model")
+    if not resolved.is_relative_to(base):
+        refuse(f"it resolves outside the model's folder (to {resolved}) through a symlink")
+    if not resolved.is_file():
+        refuse("it is not a regular file")
+    st = resolved.stat()
+    if st.st_nlink > 1:
+        refuse("the data file is a hard link (it may alias a file outside the folder)",
+               hint="copy the data file instead of linking it")
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        refuse("offset/length are not integers")
+    if offset < 0 or (length is not None and length < 0):
+        refuse("a negative offset or length")
+    end = offset + (length if length is not None else 0)
+    if offset > st.st_size or end > st.st_size:
+        refuse(f"offset+length ({end}) is past the end of the {st.st_size}-byte data file")
+    itemsize = _ITEMSIZE.get(t.data_type)
+    if length is not None and itemsize is not None:
+        want = math.prod(t.dims) * itemsize
+        if want != length:
+            refuse(f"length {length} does not match the tensor's shape {list(t.dims)} ({want} bytes)")
+
+
+# -- child-process probing ----------------------------------------------------------------------
+
+@dataclass
+class ProbeResult:
+    """What loading one file in a child process did."""
+
+    path: str
+    outcome: str  # ok | refused | crashed | hung
+    error: dict[str, Any] | None = None  # the child's SDK error: class, what, expected, found, hint
+    signal: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_error(self, backend: str = "auto") -> EdgeSDKError | None:
+        """The SDK error this outcome means in the parent (None when the file loaded and ran)."""
+        if self.outcome == "ok":
+            return None
+        if self.outcome == "refused" and self.error:
+            cls = getattr(errors, str(self.error.get("class")), None)
+            if not (isinstance(cls, type) and issubclass(cls, EdgeSDKError)):
+                cls = ArtifactError
+            return cls(self.error.get("what") or f"cannot load {self.path}", expected=self.error.get("expected"),
+                       found=self.error.get("found"), hint=self.error.get("hint"))
+        if self.outcome == "hung":
+            return ArtifactError(f"loading {self.path} did not finish in the time allowed; refusing it",
+                                 found="the parser hung in a child process (killed)",
+                                 hint="the file is corrupt or crafted; re-export it or raise the timeout")
+        name = signal.Signals(self.signal).name if self.signal and self.signal in signal.Signals._value2member_map_ \
+            else str(self.signal)
+        return ArtifactError(f"{self.path} crashed the {backend} parser in a child process ({name})",
+                             expected="a valid model file", found=f"the child process died with {name}",
+                             hint="the file is corrupt or crafted; it was not loaded into this process")
+
+    def raise_for_error(self, backend: str = "auto") -> None:
+        err = self.to_error(backend)
+        if err is not None:
+            raise err
+
+
+def probe(paths: Iterable[str | Path], backend: str = "auto", timeout_s: float = PROBE_TIMEOUT_S,
+          run: bool = True) -> list[ProbeResult]:
+    """Load (and with ``run``, run once on zeros) each file in child processes; never in this one.
+
+    One child handles many files in turn and reports each as a JSON line; when a file kills or
+    hangs the child, that file is marked and a new child goes on with the next one.
+    """
+    order = [str(p) for p in paths]
+    todo = list(order)
+    results: dict[str, ProbeResult] = {}
+    env = {**os.environ, "PYTHONFAULTHANDLER": ""}
+    while todo:
+        cmd = [sys.executable, "-m", "edgesdk.runtimes.safety", backend, "1" if run else "0"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, env=env)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("\n".join(todo) + "\n")
+        proc.stdin.close()
+        current: str | None = None
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        hung = False
+        while True:
+            if not sel.select(timeout=timeout_s):
+                hung = True  # no line for timeout_s: the current file hangs the parser
+                proc.kill()
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if not line.startswith("\x1e"):  # not ours (a native library that wrote to our pipe)
+                continue
+            msg = json.loads(line[1:])
+            if msg["event"] == "start":
+                current = msg["path"]
+            else:
+                results[msg["path"]] = ProbeResult(msg["path"], msg["outcome"], msg.get("error"),
+                                                   detail=msg.get("detail") or {})
+                current = None
+        sel.close()
+        rc = proc.wait()
+        if current is not None:  # the child died (or hung) on this file
+            results[current] = ProbeResult(current, "hung" if hung else "crashed",
+                                           signal=-rc if rc < 0 else None, detail={"returncode": rc})
+        left = [p for p in todo if p not in results]
+        if left and len(left) == len(todo):  # the child died before it started on any file
+            raise ArtifactError("the safe-mode child process could not start", found=f"exit code {rc}",
+                                hint=f"run `{' '.join(cmd)}` by hand to see why, or load without isolation")
+        todo = left
+    return [results[p] for p in order]
+
+
+def probe_in_child(path: str | Path, backend: str = "auto", timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raise the SDK error loading ``path`` would give, found in a child process; return when it is safe."""
+    probe([path], backend, timeout_s)[0].raise_for_error(backend)
+
+
+def _feed_bytes(inputs: Any) -> float:
+    """Bytes of batch-1 feeds for these specs, without allocating them (inf when a dim is unknown)."""
+    import numpy as np
+
+    total = 0.0
+    for spec in inputs:
+        dims = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(spec.shape)]
+        if not all(isinstance(d, int) and d >= 0 for d in dims):
+            return math.inf
+        try:
+            itemsize = np.dtype("float32" if spec.dtype == "bfloat16" else spec.dtype).itemsize
+        except TypeError:
+            return math.inf
+        total += math.prod(dims) * itemsize
+    return total
+
+
+def _child(backend: str, run: bool) -> None:
+    """The child side: one JSON line per event on stdout."""
+    import numpy as np
+
+    from .bench import make_feeds
+    from .registry import load
+
+    # native libraries print to fd 1; keep a private copy of it for the protocol and send fd 1 to stderr
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def emit(**msg: Any) -> None:
+        proto.write("\x1e" + json.dumps(msg) + "\n")
+        proto.flush()
+
+    for line in sys.stdin.read().splitlines():
+        path = line.strip()
+        if not path:
+            continue
+        emit(event="start", path=path)
+        detail: dict[str, Any] = {}
+        try:
+            with load(path, backend=backend, isolate=False) as sess:
+                detail["backend"] = sess.backend
+                if run and _feed_bytes(sess.inputs) <= _MAX_PROBE_FEED_BYTES:
+                    try:
+                        feeds = make_feeds(sess.inputs, batch=1)
+                    except EdgeSDKError:
+                        feeds = None  # dynamic dims besides the batch: loading is the check
+                    if feeds is not None:
+                        out = sess.run(feeds)
+                        detail["ran"] = True
+                        detail["finite"] = bool(all(np.isfinite(v).all() for v in out.values()
+                                                    if v.dtype.kind == "f"))
+            emit(event="done", path=path, outcome="ok", detail=detail)
+        except EdgeSDKError as e:
+            emit(event="done", path=path, outcome="refused",
+                 error={"class": type(e).__name__, "what": e.what, "expected": e.expected, "found": e.found,
+                        "hint": e.hint})
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which decides
+            emit(event="done", path=path, outcome="refused",
+                 error={"class": "ArtifactError", "what": f"cannot load {path}", "unwrapped": type(e).__name__,
+                        "found": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                        "hint": "the file may be corrupt; re-export it"})
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1] if len(sys.argv) > 1 else "auto", (sys.argv[2] if len(sys.argv) > 2 else "1") == "1")
