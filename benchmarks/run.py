@@ -383,7 +383,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "The machine is a shared 2-core VM; each ratio comes from alternating rounds in one process, but whole runs "
         "still vary by about 10%. Across the runs made while building this (see the issue notes): ORT FP32 vs eager "
-        "on ResNet-18 1.4-1.7x, ORT INT8 2.8-3.1x, pruned+INT8 6.5-7.2x, BERT dynamic INT8 1.3-2.5x.",
+        "on ResNet-18 1.4-1.8x, ORT INT8 2.8-3.2x, pruned+INT8 6.5-9.4x, BERT dynamic INT8 1.3-2.5x.",
+        "",
+        "**The 1.8x ORT-vs-eager target on ResNet-18 is not met on these CPUs.** onnxruntime already applies its "
+        "fastest CPU path to this graph (all 20 convolutions become NCHWc direct-convolution kernels with fused "
+        "ReLU/Add; checked in the optimized graph), and session knobs (dynamic block base, denormals as zero, "
+        "spinning) change p50 by under 1%. PyTorch 2.13 eager runs the same convolutions through oneDNN, which is "
+        "as fast on AVX-512; the gap left is mostly per-op dispatch, which is why the small digits CNN shows 5-7x. "
+        "For FP32 on x86, the INT8 and pruned artifacts above are where the speed is.",
         "",
         f"_Total benchmark time: {time.time() - t0:.0f} s._",
         "",
