@@ -147,9 +147,44 @@ def merged_to_markdown(merged: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def merged_latency_chart(merged: dict[str, Any], figure_cls: Any) -> str | None:
+    """Grouped bars: p50 per row (artifact | backend | precision | batch), one bar per device; log scale when
+    the values span more than 20x. None when no cell has a p50."""
+    from .report_html import _colors, _rc, svg_of
+
+    rows = [r for r in merged["rows"] if any(c and c.get("p50_ms") is not None for c in r["cells"].values())]
+    if not rows:
+        return None
+    labels = [d["label"] for d in merged["devices"]]
+    colors = _colors(labels)
+    n, height = len(labels), 0.8 / len(labels)
+    values = [c["p50_ms"] for r in rows for c in r["cells"].values() if c and c.get("p50_ms") is not None]
+    with _rc():
+        fig = figure_cls(figsize=(8.5, 1.4 + 0.22 * n * len(rows) + 0.15 * len(rows)))
+        ax = fig.add_subplot()
+        for j, label in enumerate(labels):
+            ys, xs = [], []
+            for i, r in enumerate(rows):
+                cell = r["cells"].get(label)
+                if cell and cell.get("p50_ms") is not None:
+                    ys.append(len(rows) - 1 - i + 0.4 - (j + 0.5) * height)
+                    xs.append(cell["p50_ms"])
+            ax.barh(ys, xs, height=height * 0.9, color=colors[label], label=label)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([" | ".join(str(r.get(k)) for k in ROW_KEY[:3]) + f" | batch {r.get('batch')}"
+                            for r in reversed(rows)], parse_math=False)
+        if min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel("p50 latency per call (ms); shorter is faster")
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.4 / len(rows)), ncol=min(n, 3), fontsize=8,
+                  frameon=False)
+        return svg_of(fig, "edgesdk-merged-latency")
+
+
 def merged_to_html(merged: dict[str, Any]) -> str:
-    """A self-contained HTML page with the device legend and the side-by-side table."""
-    from .report_html import esc, html_table, page
+    """A self-contained HTML page with the device legend, a p50 chart per device and the side-by-side table."""
+    from .report_html import CHARTS_HINT, esc, html_table, matplotlib_figure, page
 
     legend = "".join(f"<li><b>{esc(d['label'])}</b>: {esc(d['summary'])} (<code>{esc(d['source'])}</code>)</li>"
                      for d in merged["devices"])
@@ -158,8 +193,15 @@ def merged_to_html(merged: dict[str, Any]) -> str:
     table = (html_table(rows, lambda i, h, _v: "best" if h == best[i] else "", numeric=frozenset({"batch"}))
              if rows else "<p class=\"note\">No benchmark results in these reports.</p>")
     notes = "".join(f"<li>{esc(n)}</li>" for n in merged.get("notes") or [])
+    figure_cls = matplotlib_figure()
+    if figure_cls is None:
+        chart = f"<h2>Chart</h2><p class=\"note\">Charts need matplotlib: <code>{esc(CHARTS_HINT)}</code></p>"
+    else:
+        svg = merged_latency_chart(merged, figure_cls)
+        chart = (f"<h2>Chart</h2><figure>{svg}<figcaption>p50 latency per artifact, one bar per device."
+                 "</figcaption></figure>") if svg else ""
     return page("edgesdk report: devices side by side", [
-        "<h1>edgesdk report: devices side by side</h1>", f"<h2>Devices</h2><ul>{legend}</ul>",
+        "<h1>edgesdk report: devices side by side</h1>", f"<h2>Devices</h2><ul>{legend}</ul>", chart,
         "<h2>Results</h2><p class=\"note\">Cells: p50 latency per call | speed-up vs PyTorch eager on that device | "
         "accuracy. Fastest p50 per row in bold.</p>" + table,
         f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""])

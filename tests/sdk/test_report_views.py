@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import csv
 import html
+import importlib.util
 import io
 import json
 import os
@@ -222,6 +223,33 @@ def test_merge_puts_devices_side_by_side(report, tmp_path):
     page = tmp_path / "merged.html"
     assert invoke("report", "merge", a, b, "-o", page).exit_code == 0
     assert all(html.escape(lab) in page.read_text() for lab in labels)
+    if importlib.util.find_spec("matplotlib"):
+        assert page.read_text().count("<svg") == 1  # the p50-per-device chart
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (/usr/bin/chromium) to render the HTML report")
+def test_merged_html_chart_shows_one_bar_colour_per_device(report, tmp_path):
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    a = save(tmp_path / "xeon" / "report.json", report)
+    b = save(tmp_path / "orin" / "report.json", other_device(report))
+    page = tmp_path / "merged.html"
+    assert invoke("report", "merge", a, b, "-o", page).exit_code == 0
+    bare = tmp_path / "bare.html"
+    bare.write_text(re.sub(r"<svg.*?</svg>", "", page.read_text(), flags=re.S), encoding="utf-8")
+    shot, shot_bare = tmp_path / "merged.png", tmp_path / "bare.png"
+    _screenshot(CHROMIUM, page, shot, tmp_path)
+    _screenshot(CHROMIUM, bare, shot_bare, tmp_path)
+
+    def near(rgb: "object", colour: tuple[int, int, int]) -> int:
+        d = np.abs(np.asarray(rgb).astype(np.int32) - np.array(colour)).max(axis=-1)
+        return int((d <= 12).sum())
+
+    rgb, rgb_bare = _read_png(shot), _read_png(shot_bare)
+    for colour in ((31, 119, 180), (255, 127, 14)):  # tab10's first two: one per device
+        assert near(rgb, colour) > 500 and near(rgb_bare, colour) == 0, colour
 
 
 def test_merge_same_device_is_told_apart_by_file(report, tmp_path):
