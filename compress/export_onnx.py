@@ -51,15 +51,48 @@ _NOISY_LOGGERS = ("torch", "torch.onnx", "torch.export", "torch._dynamo", "onnxs
 
 
 @contextlib.contextmanager
+def _native_output_captured(buf: io.StringIO) -> Iterator[None]:
+    """Send what native code writes to fds 1 and 2 (the legacy exporter prints its whole TorchScript graph
+    there on failure) into ``buf`` instead of the user's terminal."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no usable fds (embedded interpreters): nothing to capture
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            yield
+        finally:
+            for stream in (sys.__stdout__, sys.__stderr__):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            tmp.seek(0)
+            buf.write(tmp.read().decode("utf-8", "replace"))
+
+
+@contextlib.contextmanager
 def _quiet() -> Iterator[io.StringIO]:
-    """Keep the exporters' prints, warnings and log lines out of the user's console; return what they said."""
+    """Keep the exporters' prints, warnings, log lines and native output out of the user's console; return
+    what they said."""
     buf = io.StringIO()
     loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
+        with _native_output_captured(buf), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield buf
     finally:
@@ -83,10 +116,62 @@ def _failing_op(text: str) -> str | None:
     return None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SUMMARY_CLASS = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>: (.*)")
+
+
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    """``Type: first line`` of an exception; for the dynamo exporter's long ConversionError, the root cause
+    from its "Exception summary" instead of its generic first line."""
+    text = _ANSI.sub("", str(e)).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
+    if "## Exception summary" in text:
+        for ln in text.split("## Exception summary", 1)[1].splitlines():
+            m = _SUMMARY_CLASS.match(ln.strip())
+            if m:
+                msg = re.sub(r"<OpOverload\(op='([^']+)', overload='[^']*'\)>", r"\1", m.group(2))
+                return f"{m.group(1)}: {msg[:300]}"
     return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def _op_base(op: str) -> str:
+    """'aten::linalg_eigvals' / 'aten.linalg_eig.default' / 'torch.linalg.eig' -> the bare op name."""
+    name = re.split(r"::|\.", op.replace("torch.ops.", ""))
+    name = [p for p in name if p not in ("aten", "prims", "torch", "default", "Tensor", "")]
+    return name[0] if name else op
+
+
+def _locate_op(model: Any, args: tuple, op: str) -> str | None:
+    """Where in the user's model ``op`` is called: "module `head` (Head), model.py:5: <code>".
+
+    Traces with torch.export (non-strict), which keeps each node's module path and source line; None when
+    that trace fails too or the op is not found (decompositions can rename it)."""
+    import torch
+
+    base = _op_base(op)
+    try:
+        with _quiet():
+            graph = torch.export.export(model, args, strict=False).graph
+    except Exception:  # noqa: BLE001 - only a better message is at stake
+        return None
+    nodes = [n for n in graph.nodes if n.op == "call_function"]
+    names = {n: _op_base(str(n.target)) for n in nodes}
+    hit = next((n for n in nodes if names[n] == base), None) or \
+        next((n for n in nodes if names[n].startswith(base) or base.startswith(names[n])), None)
+    if hit is None:
+        return None
+    parts = []
+    stack = list((hit.meta.get("nn_module_stack") or {}).values())
+    if stack and stack[-1][0]:
+        path, cls = stack[-1][0], stack[-1][1] if isinstance(stack[-1][1], str) else getattr(stack[-1][1], "__name__", "")
+        path = re.sub(r"^L\['self'\]\.?|\._modules\['([^']+)'\]", lambda m: f".{m.group(1)}" if m.group(1) else "",
+                      str(path)).lstrip(".")
+        parts.append(f"module `{path}` ({str(cls).rsplit('.', 1)[-1]})")
+    frames = re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', hit.meta.get("stack_trace") or "")
+    if frames:
+        file, line, code = frames[-1]
+        parts.append(f"{file}:{line}: {code.strip()}")
+    return ", ".join(parts) or None
 
 
 def _export_dynamo(model: Any, args: tuple, names: list[str], out_names: list[str], opset: int,
@@ -226,10 +311,12 @@ def export_onnx(model: Any, example_inputs: dict[str, Any], path: str | Path, *,
             details[name] = f"{e}\n{said.getvalue()}"
             log.warning("the %s exporter failed: %s", name, errors[name])
     if proto is None:
-        op = next((o for o in (_failing_op(details[n]) for n in order) if o), None)
+        op = next((o for o in (_failing_op(_ANSI.sub("", details[n])) for n in order) if o), None)
+        where = _locate_op(model, args, op) if op else None
         raise ExportError(
             f"ONNX export failed{f' on {op}' if op else ''} with " + " and ".join(f"the {n} exporter" for n in order),
-            found="\n            ".join(f"{n}: {errors[n]}" for n in order),
+            found="\n            ".join(([f"called from {where}"] if where else [])
+                                       + [f"{n}: {errors[n]}" for n in order]),
             hint=(f"try another opset (--opset {opset + 1 if opset < 20 else 17}), the other exporter "
                   "(--exporter dynamo|legacy), or rewrite the op with supported ones"
                   + (f" (the op is {op})" if op else "")))

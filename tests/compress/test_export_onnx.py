@@ -89,6 +89,29 @@ def test_unexportable_op_is_named(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+class _WithUnexportableHead(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.head = Unexportable()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lin(x))
+
+
+def test_unexportable_op_names_the_module_and_line_and_keeps_the_console_clean(tmp_path, capfd):
+    with pytest.raises(ExportError) as err:
+        export_onnx(_WithUnexportableHead().eval(), make_inputs("Unexportable", 1), tmp_path / "m.onnx")
+    msg = err.value.format()
+    # the module path and class, and the source line of the call, in the user's own code
+    assert "module `head` (Unexportable)" in msg, msg
+    assert "models.py:" in msg and "torch.linalg.eigvals(x).real" in msg, msg
+    assert "DispatchError: No ONNX function found for aten.linalg_eig" in msg, msg  # the root cause, no ANSI
+    assert "\x1b[" not in msg
+    out, errout = capfd.readouterr()
+    assert "Torch IR graph" not in out + errout  # the legacy exporter's native graph dump stays captured
+
+
 def test_output_names(tmp_path):
     info = export_onnx(build("TwoInTwoOut"), make_inputs("TwoInTwoOut", 1), tmp_path / "m.onnx",
                        output_names=["logits", "gate"])
