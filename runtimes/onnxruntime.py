@@ -1,7 +1,14 @@
-"""ONNX Runtime backend: CPU EP everywhere; CUDA / TensorRT EPs when the installed onnxruntime offers them."""
+"""ONNX Runtime backend: CPU EP everywhere; the CUDA EP chosen automatically when the installed onnxruntime
+offers it; the TensorRT EP with ``device="tensorrt"`` (engine and timing caches kept between runs).
+
+Options (``load(path, backend="onnxruntime", device="tensorrt", trt_fp16=True, trt_cache=DIR)``):
+``trt_fp16`` lets the TensorRT EP pick FP16 kernels; ``trt_cache`` moves its caches.
+"""
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +25,13 @@ _ORT_TYPES = {
     "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32",
     "tensor(int16)": "int16", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
 }
-_GPU_EPS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def cache_dir() -> Path:
+    """Where edgesdk keeps per-machine caches (ORT TensorRT engines): $EDGESDK_CACHE, else the XDG cache."""
+    root = os.environ.get("EDGESDK_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgesdk")
+    return Path(root)
 
 
 def _spec(node: Any) -> TensorSpec:
@@ -26,22 +39,37 @@ def _spec(node: Any) -> TensorSpec:
     return TensorSpec(node.name, _ORT_TYPES.get(node.type, node.type), shape)
 
 
-def choose_providers(device: str, available: list[str]) -> list[str]:
-    """Execution providers for ``device`` ("auto", "cpu", "cuda", "tensorrt") from those available."""
+def choose_providers(device: str, available: list[str], *, trt_cache: Path | None = None,
+                     trt_fp16: bool = False) -> list[str | tuple[str, dict[str, Any]]]:
+    """Execution providers for ``device`` ("auto", "cpu", "cuda", "tensorrt") from those available.
+
+    ``auto`` takes CUDA when present, not the TensorRT EP: that one builds an engine for every new
+    process and input shape (minutes for a ResNet) unless its cache is set up, which ``device="tensorrt"``
+    does (engine and timing caches under ``trt_cache``, by default ``cache_dir()/ort-trt``).
+    """
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "auto":
-        return [p for p in _GPU_EPS if p in available] + ["CPUExecutionProvider"]
+        return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
     wanted = {"cuda": ["CUDAExecutionProvider"], "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]}
     if device not in wanted:
         raise BackendUnavailableError(f"unknown device {device!r} for onnxruntime",
                                       expected="auto, cpu, cuda or tensorrt", found=device)
-    eps = [p for p in wanted[device] if p in available]
-    if not eps:
+    if wanted[device][0] not in available:
         raise BackendUnavailableError(f"onnxruntime here has no {wanted[device][0]}",
-                                      expected=f"device={device} needs onnxruntime-gpu and an NVIDIA GPU",
+                                      expected=f"device={device} needs onnxruntime-gpu and an NVIDIA GPU"
+                                               + (" with TensorRT libraries" if device == "tensorrt" else ""),
                                       found=f"providers: {', '.join(available)}",
                                       hint="pip install onnxruntime-gpu (instead of onnxruntime), or use device='cpu'")
+    eps: list[str | tuple[str, dict[str, Any]]] = []
+    for ep in wanted[device]:
+        if ep == "TensorrtExecutionProvider":
+            cache = str(trt_cache or cache_dir() / "ort-trt")
+            eps.append((ep, {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                             "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+                             "trt_fp16_enable": bool(trt_fp16)}))
+        elif ep in available:
+            eps.append(ep)
     return eps + ["CPUExecutionProvider"]
 
 
@@ -69,7 +97,13 @@ class OrtSession(Session):
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
-        self.providers = choose_providers(self.device, ort.get_available_providers())
+        trt_cache = self.options.get("trt_cache")
+        self.providers = choose_providers(self.device, ort.get_available_providers(),
+                                          trt_cache=Path(trt_cache) if trt_cache else None,
+                                          trt_fp16=bool(self.options.get("trt_fp16", False)))
+        for ep in self.providers:
+            if isinstance(ep, tuple) and ep[1].get("trt_engine_cache_path"):
+                Path(ep[1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         try:
             self._sess = ort.InferenceSession(str(self.path), so, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own pybind exception types

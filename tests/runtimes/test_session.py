@@ -126,3 +126,35 @@ def test_torch_session_matches_module():
         np.testing.assert_array_equal(sess.run({"x": x})["logits"], model(torch.from_numpy(x)).numpy())
     with pytest.raises(FeedError):
         sess.run({"x": x.astype(np.float64)})
+
+
+# --- onnxruntime execution providers (pure selection logic; the GPU EPs themselves need onnxruntime-gpu) ---
+
+def test_provider_choice_per_device(tmp_path):
+    from edgesdk.errors import BackendUnavailableError
+    from edgesdk.runtimes.onnxruntime import choose_providers
+
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("cpu", gpu) == ["CPUExecutionProvider"]
+    # auto never picks the TensorRT EP: it would rebuild an engine in every new process
+    assert choose_providers("auto", gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers("cuda", gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    trt, cuda, cpu = choose_providers("tensorrt", gpu, trt_cache=tmp_path, trt_fp16=True)
+    assert trt[0] == "TensorrtExecutionProvider" and (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert trt[1]["trt_engine_cache_enable"] and trt[1]["trt_engine_cache_path"] == str(tmp_path)
+    assert trt[1]["trt_timing_cache_path"] == str(tmp_path) and trt[1]["trt_fp16_enable"] is True
+    for device in ("cuda", "tensorrt"):
+        with pytest.raises(BackendUnavailableError) as e:
+            choose_providers(device, ["CPUExecutionProvider"])
+        assert "onnxruntime-gpu" in e.value.format() and "providers: CPUExecutionProvider" in e.value.format()
+    with pytest.raises(BackendUnavailableError, match="unknown device"):
+        choose_providers("tpu", gpu)
+
+
+def test_cpu_only_onnxruntime_refuses_device_cuda_clearly(digits_artifacts):
+    from edgesdk.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError) as e:
+        load(digits_artifacts / "model.onnx", backend="onnxruntime", device="cuda")
+    assert "CUDAExecutionProvider" in e.value.format()
