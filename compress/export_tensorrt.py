@@ -8,10 +8,11 @@ a GPU. Nothing here imports torch, so an engine can be rebuilt on the device fro
 Files written beside the engine ``model.engine``:
 
 * ``model.engine.json``: the engine record (TensorRT version, GPU name and compute capability,
-  precision, profiles, flags, the source ONNX and its sha256); the runtime checks it before it
-  deserializes, because an engine only runs on the TensorRT version and GPU generation it was
-  built for;
-* ``model.timing.cache``: TensorRT's timing cache, reused by the next build on the same GPU.
+  platform, precision, profiles, flags, the source ONNX and its sha256); the runtime checks it
+  before it deserializes, because an engine only runs on the TensorRT version, GPU generation and
+  platform it was built for;
+* ``model.timing.cache``: TensorRT's timing cache, reused by the next build on the same GPU (a
+  cache from another GPU or TensorRT release, e.g. in a copied directory, is ignored).
 
 Example::
 
@@ -27,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from edgesdk.errors import ExportError, InputError
-from edgesdk.runtimes.tensorrt import INSTALL, gpu_identity, import_tensorrt
+from edgesdk.errors import BackendUnavailableError, ExportError, InputError
+from edgesdk.runtimes.tensorrt import INSTALL, gpu_identity, host_platform, import_tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,13 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Engin
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     logger = _Logger.make(trt)
     t0 = time.perf_counter()
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    try:
+        builder = trt.Builder(logger)  # the binding raises when createInferBuilder returns null (no usable GPU)
+    except (TypeError, RuntimeError) as e:
+        raise BackendUnavailableError("TensorRT could not create a builder", found="\n".join(logger.messages[-4:])
+                                      or str(e), hint="check the NVIDIA driver and that a GPU is visible "
+                                                      "(nvidia-smi); " + INSTALL) from e
+    network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -208,6 +214,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Engin
         if builder.num_DLA_cores <= settings.dla_core:
             raise ExportError(f"DLA core {settings.dla_core} asked for", expected="a Jetson with DLA cores",
                               found=f"{builder.num_DLA_cores} DLA cores on this device")
+        if settings.precision == "fp32":
+            log.warning("DLA runs FP16 and INT8 layers only: with fp32 the layers fall back to the GPU")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = settings.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -219,19 +227,21 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Engin
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     _add_profile(trt, builder, network, config, settings.profiles)
     cache_path = timing_cache_path(engine_path)
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _attach_timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT could not build an engine from {onnx_path.name}",
                           found="\n".join(logger.messages[-8:]) or "the builder returned nothing",
                           hint="see the TensorRT messages above; try --trt-workspace with more MB or fp32")
     write_bytes(engine_path, bytes(serialized))
-    write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+    cache = config.get_timing_cache()
+    if cache is not None:
+        write_bytes(cache_path, bytes(cache.serialize()))
     record = {
         "format": "tensorrt-engine",
         "tensorrt": trt.__version__,
         **gpu_identity(),
+        "platform": host_platform(),
         "settings": settings.to_dict(),
         "source_onnx": {"path": _relative(onnx_path, engine_path.parent), "sha256": sha256_file(onnx_path)},
         "timing_cache": cache_path.name,
@@ -239,6 +249,38 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Engin
     write_json(record_path(engine_path), record)
     return EngineInfo(engine_path, record, time.perf_counter() - t0,
                       [m for m in logger.messages if m.startswith("WARNING")][:20])
+
+
+def _network_flags(trt: Any) -> int:
+    """``create_network`` flags: 0 in TensorRT 10 (explicit batch is the only mode, EXPLICIT_BATCH is
+    deprecated and ignored); TensorRT 8.x still needs EXPLICIT_BATCH for the ONNX parser."""
+    try:
+        major = int(str(trt.__version__).split(".")[0])
+    except ValueError:
+        major = 10
+    if major >= 10:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+
+
+def _attach_timing_cache(config: Any, cache_path: Path) -> None:
+    """Attach the timing cache saved by an earlier build, or a fresh one.
+
+    ``set_timing_cache(cache, ignore_mismatch=False)`` returns False for a cache written on another
+    GPU or TensorRT release (a copied artifact directory, ``--rebuild`` on the device); TensorRT then
+    would not attach it, so a fresh cache is attached instead and overwrites the stale file.
+    """
+    blob = cache_path.read_bytes() if cache_path.is_file() else b""
+    for data in ((blob, b"") if blob else (b"",)):
+        try:
+            cache = config.create_timing_cache(data)
+            if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+                return
+        except Exception as e:  # a truncated or foreign blob may be refused outright
+            log.debug("timing cache refused: %s", e)
+        if data:
+            log.warning("ignoring %s: written by another GPU or TensorRT release, or truncated", cache_path.name)
+    log.warning("TensorRT refused a timing cache; building without one")
 
 
 def _parser_error(err: Any) -> str:
@@ -264,8 +306,15 @@ def _add_profile(trt: Any, builder: Any, network: Any, config: Any, profiles: Ma
     profile = builder.create_optimization_profile()
     for name in dynamic:
         lo, opt, hi = profiles[name]
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
+        try:
+            profile.set_shape(name, lo, opt, hi)
+        except (RuntimeError, TypeError, ValueError) as e:  # the binding raises on an inconsistent shape
+            raise InputError(f"TensorRT refused the shapes for input {name!r}", expected="min <= opt <= max, "
+                             "each of the input's rank", found=f"min {lo}, opt {opt}, max {hi}: {e}",
+                             hint="fix --trt-batch MIN:OPT:MAX or the trt_shapes override") from e
+    if config.add_optimization_profile(profile) < 0:
+        raise InputError("TensorRT refused the optimization profile", found=str({n: profiles[n] for n in dynamic}),
+                         hint="every dynamic input needs min <= opt <= max of the input's rank")
 
 
 def record_path(engine_path: str | Path) -> Path:

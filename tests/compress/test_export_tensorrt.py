@@ -213,3 +213,351 @@ def test_torch_backend_on_cuda_fp16_and_graphs():
         np.testing.assert_allclose(got, ref, atol=2e-2 if "precision" in kwargs else 1e-4)
         again = sess.run({"x": x[::-1].copy()})["output"]  # a replay with new data gives new results
         np.testing.assert_allclose(again, ref[::-1], atol=2e-2 if "precision" in kwargs else 1e-4)
+
+
+# -- the TensorRT / cuda-python call sequence, against small fakes (no GPU needed) -------------
+
+def test_engine_from_another_platform_is_refused():
+    record = {"tensorrt": "10.3.0", "compute_capability": "8.7", "platform": "Linux-x86_64",
+              "settings": {"hardware_compatibility": "ampere_plus"}}
+    (reason,) = check_compatibility(record, {**HERE, "platform": "Linux-aarch64"})
+    assert "not portable across platforms" in reason
+    assert check_compatibility(record, {**HERE, "platform": "Linux-x86_64"}) == []
+
+
+class _Enum:
+    def __init__(self, **members):
+        self.__dict__.update(members)
+
+
+class FakeCudart:
+    """The slice of cuda.bindings.runtime the backend uses: (err, value) tuples, int-convertible handles.
+
+    Device memory is host memory here, so copies and the fake engine work with ctypes.memmove."""
+
+    cudaError_t = _Enum(cudaSuccess=0, cudaErrorMemoryAllocation=2, cudaErrorStreamCaptureInvalidated=901)
+    cudaMemcpyKind = _Enum(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    cudaStreamCaptureMode = _Enum(cudaStreamCaptureModeGlobal=0, cudaStreamCaptureModeThreadLocal=1)
+
+    class Stream:
+        def __init__(self, n):
+            self.n = n
+
+        def __int__(self):
+            return self.n
+
+    def __init__(self):
+        self.memory, self.capturing, self.graphs, self.calls = {}, {}, {}, []
+
+    def cudaGetErrorString(self, err):
+        return 0, b"out of memory"
+
+    def cudaGetDevice(self):
+        return 0, 0
+
+    def cudaGetDeviceProperties(self, device):
+        return 0, _Enum(name=b"Fake GPU\x00\x00", major=8, minor=7)
+
+    def cudaStreamCreate(self):
+        return 0, self.Stream(1000 + len(self.calls))
+
+    def cudaStreamSynchronize(self, stream):
+        return (0,)
+
+    def cudaStreamDestroy(self, stream):
+        return (0,)
+
+    def cudaMalloc(self, n):
+        import ctypes
+
+        buf = ctypes.create_string_buffer(n)
+        self.memory[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    def cudaFree(self, ptr):
+        self.memory.pop(int(ptr))
+        return (0,)
+
+    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
+        import ctypes
+
+        self.run(int(stream), lambda: ctypes.memmove(dst, src, n))
+        return (0,)
+
+    def run(self, stream, fn):
+        """Work on a capturing stream is recorded, not run (as CUDA does)."""
+        if stream in self.capturing:
+            self.capturing[stream].append(fn)
+        else:
+            fn()
+
+    def cudaStreamBeginCapture(self, stream, mode):
+        self.calls.append(("capture", mode))
+        self.capturing[int(stream)] = []
+        return (0,)
+
+    def cudaStreamEndCapture(self, stream):
+        work = self.capturing.pop(int(stream))
+        if work is None:
+            return self.cudaError_t.cudaErrorStreamCaptureInvalidated, None
+        self.graphs[id(work)] = work
+        return 0, id(work)
+
+    def cudaGraphInstantiateWithFlags(self, graph, flags):
+        self.calls.append(("instantiate", flags))
+        return 0, ("exec", graph)
+
+    def cudaGraphLaunch(self, graph_exec, stream):
+        self.calls.append(("launch",))
+        for fn in self.graphs[graph_exec[1]]:
+            fn()
+        return (0,)
+
+    def cudaGraphDestroy(self, graph):
+        return (0,)
+
+    def cudaGraphExecDestroy(self, graph_exec):
+        self.graphs.pop(graph_exec[1], None)
+        return (0,)
+
+
+def _fake_trt(cudart, *, capturable=True):
+    """A TensorRT 10 engine y = 2 * x with x float32[batch, 3] and a profile of batch 1..8."""
+    import ctypes
+    import types
+
+    trt = types.SimpleNamespace(__version__="10.3.0")
+    trt.float32 = "FLOAT"
+    trt.TensorIOMode = _Enum(INPUT="INPUT", OUTPUT="OUTPUT")
+    trt.TensorLocation = _Enum(DEVICE="DEVICE", HOST="HOST")
+
+    def nptype(t):
+        if t != "FLOAT":
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+        return np.float32
+
+    trt.nptype = nptype
+
+    class Logger:
+        ERROR = 1
+
+        def __init__(self, severity):
+            pass
+
+    class Context:
+        active_optimization_profile = 0
+
+        def __init__(self):
+            self.shapes, self.addresses = {}, {}
+
+        def set_input_shape(self, name, shape):
+            if not 1 <= shape[0] <= 8:
+                return False
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def set_tensor_address(self, name, ptr):
+            assert isinstance(ptr, int)
+            self.addresses[name] = ptr
+            return True
+
+        def get_tensor_shape(self, name):
+            return self.shapes["x"]
+
+        def execute_async_v3(self, stream_handle):
+            assert isinstance(stream_handle, int), "TensorRT takes the stream handle as an int"
+            if stream_handle in cudart.capturing and not capturable:
+                cudart.capturing[stream_handle] = None  # TensorRT broke the capture
+                return False
+            n, xa, ya = int(np.prod(self.shapes["x"])), self.addresses["x"], self.addresses["y"]
+
+            def kernel():
+                x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(xa))
+                np.ctypeslib.as_array((ctypes.c_float * n).from_address(ya))[:] = 2 * x
+
+            cudart.run(stream_handle, kernel)
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return "xy"[i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name == "x" else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return "FLOAT"
+
+        def get_tensor_shape(self, name):
+            return (-1, 3)
+
+        def get_tensor_location(self, name):
+            return trt.TensorLocation.DEVICE
+
+        def get_tensor_profile_shape(self, name, profile):
+            return [(1, 3), (4, 3), (8, 3)]
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        engine_host_code_allowed = False  # TensorRT's default: plans with host code are refused
+        DLA_core = -1
+
+        def __init__(self, logger):
+            trt.runtime = self
+
+        def deserialize_cuda_engine(self, data):
+            return Engine() if data == b"engine" else None
+
+    trt.Logger, trt.Runtime = Logger, Runtime
+    return trt
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, tmp_path):
+    from edgesdk.runtimes import tensorrt as backend
+
+    cudart = FakeCudart()
+    fakes = {"cudart": cudart, "trt": _fake_trt(cudart)}
+    monkeypatch.setattr(backend, "import_cudart", lambda: fakes["cudart"])
+    monkeypatch.setattr(backend, "import_tensorrt", lambda: fakes["trt"])
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine")
+    return fakes, engine
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_session_runs_through_streams_buffers_and_graphs(fake_gpu, cuda_graph):
+    from edgesdk.runtimes.tensorrt import TensorRTSession
+
+    fakes, engine = fake_gpu
+    cudart = fakes["cudart"]
+    with TensorRTSession(engine, cuda_graph=cuda_graph) as sess:
+        assert [(s.name, s.dtype, s.shape) for s in sess.inputs] == [("x", "float32", ("batch", 3))]
+        for batch in (2, 2, 5, 2):
+            x = np.random.default_rng(batch).random((batch, 3), dtype=np.float32)
+            np.testing.assert_allclose(sess.run({"x": x})["y"], 2 * x)
+    if cuda_graph:
+        # thread-local capture (other slots may allocate meanwhile), instantiated with flags, replayed
+        assert ("capture", cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal) in cudart.calls
+        assert ("instantiate", 0) in cudart.calls and ("launch",) in cudart.calls
+    else:
+        assert not cudart.calls
+    assert not cudart.memory and not cudart.graphs, "close() frees every buffer and graph"
+
+
+def test_session_runs_an_engine_cuda_graphs_cannot_capture(fake_gpu):
+    from edgesdk.runtimes.tensorrt import TensorRTSession
+
+    fakes, engine = fake_gpu
+    fakes["trt"] = _fake_trt(fakes["cudart"], capturable=False)
+    with TensorRTSession(engine, cuda_graph=True) as sess:
+        for _ in range(3):
+            x = np.ones((2, 3), np.float32)
+            np.testing.assert_allclose(sess.run({"x": x})["y"], 2 * x)
+    assert ("launch",) not in fakes["cudart"].calls
+
+
+def test_session_names_the_profile_range_and_frees_the_slot(fake_gpu):
+    from edgesdk.errors import FeedError
+    from edgesdk.runtimes.tensorrt import TensorRTSession
+
+    fakes, engine = fake_gpu
+    with TensorRTSession(engine) as sess:
+        sess.run({"x": np.ones((1, 3), np.float32)})
+        with pytest.raises(FeedError, match="outside what model.engine was built for") as e:
+            sess.run({"x": np.ones((9, 3), np.float32)})
+        assert "(1, 3) to (8, 3)" in e.value.expected
+        assert not fakes["cudart"].memory, "the failed slot's buffers are freed"
+        np.testing.assert_allclose(sess.run({"x": np.ones((3, 3), np.float32)})["y"], 2)
+
+
+def test_version_compatible_engine_is_trusted_and_dla_core_set(fake_gpu):
+    from edgesdk.runtimes.tensorrt import TensorRTSession
+
+    fakes, engine = fake_gpu
+    record_path(engine).write_text(json.dumps({"tensorrt": "10.3.0", "compute_capability": "8.7",
+                                               "settings": {"version_compatible": True, "dla_core": 1}}))
+    with TensorRTSession(engine):
+        assert fakes["trt"].runtime.engine_host_code_allowed is True
+        assert fakes["trt"].runtime.DLA_core == 1
+
+
+def test_numpy_less_tensor_types_are_a_clear_error():
+    from edgesdk.errors import ArtifactError
+    from edgesdk.runtimes.tensorrt import _numpy_dtype
+
+    trt = _fake_trt(FakeCudart())
+    assert _numpy_dtype(trt, "FLOAT", "x", "m.engine") == "float32"
+    with pytest.raises(ArtifactError, match="BF16"):
+        _numpy_dtype(trt, "BF16", "x", "m.engine")
+
+
+def test_check_cuda_compares_with_cudaSuccess_and_quotes_the_error():
+    from edgesdk.runtimes.tensorrt import check_cuda
+
+    cudart = FakeCudart()
+    check_cuda(cudart, cudart.cudaError_t.cudaSuccess, "cudaMalloc")
+    with pytest.raises(BackendUnavailableError, match="cudaMalloc failed") as e:
+        check_cuda(cudart, cudart.cudaError_t.cudaErrorMemoryAllocation, "cudaMalloc")
+    assert "out of memory" in e.value.found
+
+
+def test_graph_instantiate_works_with_both_cuda_python_signatures():
+    import types
+
+    from edgesdk.runtimes.tensorrt import _graph_instantiate
+
+    with_flags = types.SimpleNamespace(cudaGraphInstantiateWithFlags=lambda g, f: (0, ("exec", g, f)))
+    assert _graph_instantiate(with_flags, "g") == (0, ("exec", "g", 0))
+    only_12 = types.SimpleNamespace(cudaGraphInstantiate=lambda g, f: (0, ("exec", g, f)))
+    assert _graph_instantiate(only_12, "g") == (0, ("exec", "g", 0))
+
+
+def test_network_flags_follow_the_tensorrt_major_version():
+    import types
+
+    from edgesdk.compress.export_tensorrt import _network_flags
+
+    flags = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    assert _network_flags(types.SimpleNamespace(__version__="10.3.0.26", NetworkDefinitionCreationFlag=flags)) == 0
+    assert _network_flags(types.SimpleNamespace(__version__="8.6.1", NetworkDefinitionCreationFlag=flags)) == 1
+
+
+class _FakeConfig:
+    """create_timing_cache / set_timing_cache as TensorRT documents them: set returns False on a mismatch."""
+
+    def __init__(self, refuse):
+        self.refuse, self.attached = refuse, None
+
+    def create_timing_cache(self, blob):
+        if blob == b"truncated":
+            raise RuntimeError("invalid timing cache")
+        return ("cache", bytes(blob))
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        assert ignore_mismatch is False
+        if cache[1] in self.refuse:
+            return False
+        self.attached = cache
+        return True
+
+
+@pytest.mark.parametrize("blob, refuse, attached", [
+    (None, (), b""),
+    (b"same gpu", (), b"same gpu"),
+    (b"other gpu", (b"other gpu",), b""),
+    (b"truncated", (), b""),
+])
+def test_timing_cache_from_another_gpu_is_replaced_by_a_fresh_one(tmp_path, blob, refuse, attached):
+    from edgesdk.compress.export_tensorrt import _attach_timing_cache
+
+    path = tmp_path / "model.timing.cache"
+    if blob is not None:
+        path.write_bytes(blob)
+    config = _FakeConfig(refuse)
+    _attach_timing_cache(config, path)
+    assert config.attached == ("cache", attached)
