@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -59,14 +59,21 @@ class QuantInfo:
 class _Reader:
     """onnxruntime CalibrationDataReader over arrays named like the inputs, in small batches."""
 
-    def __init__(self, data: Mapping[str, np.ndarray], batch: int = 16) -> None:
+    def __init__(self, data: Mapping[str, np.ndarray], batch: int = 16,
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
         n = len(next(iter(data.values())))
         self._batches = [{k: np.ascontiguousarray(v[i:i + batch]) for k, v in data.items()}
                          for i in range(0, n, batch)]
         self._it = iter(self._batches)
+        self._served = 0
+        self._on_progress = on_progress
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
+        item = next(self._it, None)
+        if item is not None and self._on_progress is not None:
+            self._served += 1
+            self._on_progress(min(self._served, len(self._batches)), len(self._batches))
+        return item
 
     def rewind(self) -> None:
         self._it = iter(self._batches)
@@ -128,8 +135,10 @@ def _preprocess(src: Path, dst: Path, info: QuantInfo) -> Path:
 def quantize_onnx(src: str | Path, dst: str | Path, *, mode: str, calib: Mapping[str, np.ndarray] | None = None,
                   calib_method: str = "minmax", per_channel: bool = True, target: str = "auto",
                   nodes_to_exclude: list[str] | tuple[str, ...] = (), quantize_conv_dynamic: bool = False,
-                  preprocess: bool = True) -> QuantInfo:
-    """Write a quantized copy of ``src`` to ``dst`` (atomically) and return what was done."""
+                  preprocess: bool = True, on_progress: Callable[[int, int], None] | None = None) -> QuantInfo:
+    """Write a quantized copy of ``src`` to ``dst`` (atomically) and return what was done.
+
+    ``on_progress(batches, total)`` follows static calibration."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if mode not in MODES or mode == "none":
@@ -168,7 +177,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, mode: str, calib: Mapping
             extra = {"ActivationSymmetric": sym, "WeightSymmetric": True}
             if calib_method == "percentile":
                 extra["CalibPercentile"] = 99.999
-            quantize_static(str(pre), str(out), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            quantize_static(str(pre), str(out), _Reader(calib, on_progress=on_progress), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=act, weight_type=QuantType.QInt8, calibrate_method=method,
                             nodes_to_exclude=list(nodes_to_exclude) or None, extra_options=extra)
             info.activation_type = "int8" if sym else "uint8"

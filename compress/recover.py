@@ -20,8 +20,11 @@ RecoveryHook = Callable[[Any, Mapping[str, np.ndarray]], Any]
 
 def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, input_names: list[str], *,
             steps: int = 1000, lr: float = 3e-3, batch_size: int = 64, temperature: float = 2.0,
-            hook: RecoveryHook | None = None, seed: int = 0) -> dict[str, Any]:
-    """Train ``student`` in place to match ``teacher`` (and ``labels`` when the data has them)."""
+            hook: RecoveryHook | None = None, seed: int = 0,
+            on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Train ``student`` in place to match ``teacher`` (and ``labels`` when the data has them).
+
+    ``on_progress(step, steps)`` is called as training goes (about 100 times in all)."""
     import torch
     import torch.nn.functional as F
 
@@ -63,6 +66,8 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if on_progress is not None and ((step + 1) % max(1, steps // 100) == 0 or step + 1 == steps):
+            on_progress(step + 1, steps)
     student.eval()
     return {"method": "distillation" + (" + labels" if labels is not None else ""), "steps": steps, "lr": lr,
             "batch_size": batch_size, "loss_first": round(float(np.mean(losses[:10])), 5) if losses else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgesdk.pipeline import Artifact, StageContext, register_stage
+from edgesdk.progress import counter
 
 from .export_onnx import export_onnx
 
@@ -60,8 +61,12 @@ def _prune_and_recover(ctx: StageContext, ratio: float | None) -> tuple[Any, dic
                             "accuracy_before_recovery": evaluate(student) if evaluate else None}
     hook = ctx.records.get("recovery_hook")
     if p.recover and p.method == "channel" and (p.recover_steps > 0 or hook is not None):
+        say = ctx.records.get("say")
+        if say is not None:
+            say(f"recovering the pruned model ({'your hook' if hook else f'{p.recover_steps} distillation steps'})")
         meta["recovery"] = recover(student, teacher, dict(ctx.calib or {}), list(ctx.example_inputs),
-                                   steps=p.recover_steps, lr=p.recover_lr, hook=hook, seed=ctx.recipe.parity.seed)
+                                   steps=p.recover_steps, lr=p.recover_lr, hook=hook, seed=ctx.recipe.parity.seed,
+                                   on_progress=counter(say))
     elif p.method != "channel":
         meta["recovery"] = {"method": "none", "reason": "recovery would refill the zeroed weights"}
         meta["warnings"] = [UNSTRUCTURED_NOTE]
@@ -155,7 +160,8 @@ def quantize_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
         info, budget_meta = budget(parent.path, path)
     else:
         info = quantize_onnx(parent.path, path, mode=q.mode, calib=calib, calib_method=q.calib_method,
-                             per_channel=q.per_channel, target=q.target, nodes_to_exclude=q.exclude)
+                             per_channel=q.per_channel, target=q.target, nodes_to_exclude=q.exclude,
+                             on_progress=counter(ctx.records.get("say")))
         budget_meta = None
     meta = {"quantization": info.to_dict(), "calibration": ctx.calib_source, "warnings": list(info.warnings),
             "reference": parent.meta.get("reference", "pytorch")}

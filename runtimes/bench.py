@@ -11,7 +11,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,8 +56,12 @@ def _peak_rss_mb() -> float:
 
 def benchmark(session: Any, *, batch: int = 1, warmup: int = 10, iterations: int = 100,
               duration_s: float | None = None, feeds: dict[str, np.ndarray] | None = None,
-              seed: int = 0) -> dict[str, Any]:
-    """Time ``session.run`` and return latency stats in ms, throughput (samples/s) and context."""
+              seed: int = 0, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Time ``session.run`` and return latency stats in ms, throughput (samples/s) and context.
+
+    ``on_progress(done, total)`` is called now and then between timed runs (never inside one): runs
+    done of ``iterations``, or milliseconds elapsed of ``duration_s`` when that is set.
+    """
     if iterations < 1 or warmup < 0:
         raise InputError("benchmark needs iterations >= 1 and warmup >= 0", found=f"{iterations}, {warmup}")
     if feeds is None:
@@ -69,7 +73,9 @@ def benchmark(session: Any, *, batch: int = 1, warmup: int = 10, iterations: int
         run(feeds)
     sync()
     times: list[int] = []
-    deadline = None if duration_s is None else clock() + int(duration_s * 1e9)
+    start = clock()
+    deadline = None if duration_s is None else start + int(duration_s * 1e9)
+    every = max(1, iterations // 50)
     n = 0
     while True:
         t0 = clock()
@@ -77,6 +83,11 @@ def benchmark(session: Any, *, batch: int = 1, warmup: int = 10, iterations: int
         sync()
         times.append(clock() - t0)
         n += 1
+        if on_progress is not None and n % every == 0:  # outside the timed region
+            if deadline is None:
+                on_progress(n, iterations)
+            else:
+                on_progress(int((clock() - start) / 1e6), int(duration_s * 1e3))
         if deadline is None:
             if n >= iterations:
                 break

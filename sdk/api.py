@@ -24,6 +24,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import staged_output_dir, write_json
+from .progress import counter
 from .errors import BudgetError, InputError, ParityError
 from .intake import check_feeds_match
 from .parity import DEFAULT_TOLERANCES, compare
@@ -368,7 +369,7 @@ def _benchmark_all(torch_session: Any, artifacts: list[Artifact], recipe: Recipe
     for batch in cfg.batches:
         say(f"benchmarking PyTorch eager at batch {batch}")
         base = benchmark(torch_session, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,
-                         duration_s=cfg.duration_s)
+                         duration_s=cfg.duration_s, on_progress=counter(say))
         base.update(artifact="pytorch", format="torch", precision="fp32", size_bytes=None,
                     accuracy=baseline_accuracy, parity_passed=None, speedup_vs_baseline=1.0)
         rows.append(base)
@@ -379,7 +380,7 @@ def _benchmark_all(torch_session: Any, artifacts: list[Artifact], recipe: Recipe
                 with load(art.path, backend=backend, threads=cfg.threads) as sess:
                     say(f"benchmarking {art.name} on {sess.backend} at batch {batch}")
                     r = benchmark(sess, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,
-                                  duration_s=cfg.duration_s)
+                                  duration_s=cfg.duration_s, on_progress=counter(say))
                 other = (art.meta.get("parity_by_backend") or {}).get(r["backend"])
                 r.update(artifact=art.name, format=art.format, precision=art.precision,
                          size_bytes=art.path.stat().st_size, accuracy=other["accuracy"] if other else art.accuracy,

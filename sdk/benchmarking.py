@@ -100,7 +100,8 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
                 for batch in batches:
                     if progress:
                         progress(f"benchmarking {file.name} ({sess.backend}) at batch {batch}")
-                    r = benchmark(sess, batch=batch, warmup=warmup, iterations=iterations, duration_s=duration_s)
+                    r = benchmark(sess, batch=batch, warmup=warmup, iterations=iterations, duration_s=duration_s,
+                                  on_progress=getattr(progress, "count", None))
                     r.update(artifact=entry.get("name", file.name), path=str(file),
                              format=entry.get("format", file.suffix.lstrip(".")),
                              precision=entry.get("precision", "unknown"), size_bytes=file.stat().st_size,

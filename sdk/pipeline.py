@@ -92,17 +92,29 @@ def register_stage(name: str) -> Callable[[Stage], Stage]:
     return deco
 
 
+# what the progress line says while a stage runs (stages not listed show their name)
+STAGE_TEXT = {
+    "export_onnx": "exporting to ONNX", "prune": "pruning", "quantize_onnx": "quantizing the ONNX model",
+    "export_tflite": "exporting to TFLite", "quantize_tflite": "quantizing for TFLite",
+    "export_tensorrt": "building a TensorRT engine", "quantize_tensorrt": "building an INT8 TensorRT engine",
+}
+
+
 def run_stages(names: list[str], ctx: StageContext,
                on_artifact: Callable[[Artifact], None] | None = None) -> list[Artifact]:
     """Run stages in order; each gets the previous artifact. Times are recorded in ``meta``."""
     artifacts: list[Artifact] = []
     parent: Artifact | None = None
+    say = ctx.records.get("say")
     for name in names:
         stage = STAGES.get(name)
         if stage is None:
             from .errors import InputError
 
             raise InputError(f"unknown stage {name!r}", expected=", ".join(sorted(STAGES)), found=name)
+        if say is not None:
+            src = f" (from {parent.name})" if parent is not None and name != "prune" else ""  # prune starts from PyTorch
+            say(STAGE_TEXT.get(name, name) + src)
         t0 = time.perf_counter()
         art = stage(ctx, parent)
         if art is None:  # a target that failed or was skipped; the stage recorded why in ctx.records["targets"]

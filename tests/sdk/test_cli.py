@@ -259,3 +259,40 @@ def test_unpickling_a_module_needs_the_loud_flag(tmp_path):
                  "--no-benchmark")
     assert res.exit_code == 0, res.output
     assert "runs any code" in res.output and (tmp_path / "o" / "model.onnx").is_file()
+
+
+def test_step_progress_counts_drive_a_bar_on_a_terminal():
+    """StepProgress draws done/total for counted steps on a TTY, and plain sinks ignore counts."""
+    import io
+
+    from rich.console import Console
+
+    from edgesdk.progress import StepProgress, counter
+    from edgesdk.runtimes import benchmark
+
+    assert counter(lambda msg: None) is None
+    buf = io.StringIO()
+    say = StepProgress(live=True, console=Console(file=buf, force_terminal=True, width=100))
+    say("benchmarking something")
+    seen: list[tuple[int, int]] = []
+
+    class _Sess:  # the smallest thing benchmark() times
+        backend, threads, inputs = "none", 1, []
+
+        def run(self, feeds):
+            return {}
+
+        def synchronize(self):
+            pass
+
+    benchmark(_Sess(), iterations=200, warmup=0, feeds={},
+              on_progress=lambda d, t: (seen.append((d, t)), say.count(d, t)))
+    assert seen[-1] == (200, 200) and len(seen) == 50  # every 4th run of 200, outside the timed region
+    task = say._progress.tasks[-1]
+    assert task.fields["counted"] and task.completed == 200 and task.total == 200
+    say._progress.refresh()
+    assert "200/200" in buf.getvalue()
+    say.close()
+    quiet = StepProgress(quiet=True)
+    quiet("x")
+    quiet.count(1, 2)  # no display, no error
