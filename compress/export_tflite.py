@@ -45,6 +45,7 @@ class TFLiteInfo:
     quantization: dict[str, Any] = field(default_factory=dict)
     export_time_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    input_layout: dict[str, str] = field(default_factory=dict)  # input -> "channels_last" where transposed
 
 
 def available() -> bool:
@@ -85,8 +86,13 @@ def _rename_io(path: Path, inputs: list[str], outputs: list[str]) -> None:
 
 def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Path, *, precision: str = "fp32",
                   calib: Mapping[str, np.ndarray] | None = None, output_names: list[str] | None = None,
-                  dynamic_batch: bool = True) -> TFLiteInfo:
-    """Convert ``model`` to ``path``; raise ExportError naming the op that failed to lower."""
+                  dynamic_batch: bool = True, channels_last: bool = False) -> TFLiteInfo:
+    """Convert ``model`` to ``path``; raise ExportError naming the op that failed to lower.
+
+    ``channels_last``: inputs of rank 3 or more are taken channels-last (N,H,W,C for images), the layout
+    mobile camera pipelines and XNNPACK use, so no transpose is left for the app to write; outputs keep
+    the model's layout. ``info.input_layout`` names the inputs that changed.
+    """
 
     if precision not in PRECISIONS:
         raise InputError(f"unknown TFLite precision {precision!r}", expected=" | ".join(PRECISIONS), found=precision)
@@ -102,8 +108,13 @@ def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Pat
         import litert_torch
 
     litert_torch.config.show_progress = False  # its rich progress lines would bypass our console
+    layout: dict[str, str] = {}
+    if channels_last:
+        model, example_inputs, calib, layout = _to_channels_last(model, example_inputs, calib)
     try:
-        return _export(model, example_inputs, path, precision, calib, output_names, dynamic_batch)
+        info = _export(model, example_inputs, path, precision, calib, output_names, dynamic_batch)
+        info.input_layout = layout
+        return info
     except ExportError as e:
         if not dynamic_batch:
             raise
@@ -111,10 +122,29 @@ def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Pat
         # a fixed batch of 1 still serves the usual on-device case
         info = _export(model, {k: v[:1] for k, v in example_inputs.items()}, path, precision, calib, output_names,
                        False)
-        info.warnings.append(f"litert-torch could not keep the batch dynamic ({e.what}); exported with a fixed "
-                             "batch of 1 (the runtime runs larger batches one sample at a time)")
+        info.input_layout = layout
+        info.warnings.append(f"litert-torch could not keep the batch dynamic ({e.found or e.what}); exported with "
+                             "a fixed batch of 1 (the runtime runs larger batches one sample at a time)")
         log.warning(info.warnings[-1])
         return info
+
+
+def _to_channels_last(model: Any, example_inputs: Mapping[str, Any], calib: Mapping[str, np.ndarray] | None
+                      ) -> tuple[Any, dict[str, Any], dict[str, np.ndarray] | None, dict[str, str]]:
+    """Wrap ``model`` so its rank>=3 inputs arrive channels-last (litert-torch's to_channel_last_io), and
+    move the example and calibration data to that layout."""
+    import litert_torch
+
+    names = list(example_inputs)
+    moved = [i for i, n in enumerate(names) if example_inputs[n].dim() >= 3]
+    if not moved:
+        return model, dict(example_inputs), calib, {}
+    wrapped = litert_torch.to_channel_last_io(model.eval(), args=moved).eval()
+    keys = {names[i] for i in moved}
+    examples = {n: (v.movedim(1, -1).contiguous() if n in keys else v) for n, v in example_inputs.items()}
+    if calib is not None:
+        calib = {n: (np.ascontiguousarray(np.moveaxis(v, 1, -1)) if n in keys else v) for n, v in calib.items()}
+    return wrapped, examples, calib, {n: "channels_last" for n in names if n in keys}
 
 
 def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision: str,

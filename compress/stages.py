@@ -206,13 +206,16 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
     calib = {k: v[:q.calib_samples] for k, v in ctx.calib.items()} if ctx.calib else None
     try:
         info = export_tflite(ctx.model, ctx.example_inputs, path, precision=precision, calib=calib,
-                             output_names=ctx.output_names, dynamic_batch=ctx.recipe.export.dynamic_batch)
+                             output_names=ctx.output_names, dynamic_batch=ctx.recipe.export.dynamic_batch,
+                             channels_last=ctx.recipe.export.tflite_channels_last)
     except ExportError as e:  # one target failing must not abort the others
         _target_failed(ctx, target, "failed", e)
         return None
     meta = {"exporter": "litert-torch", "quantization": info.quantization, "warnings": info.warnings,
             "export_time_s": round(info.export_time_s, 3), "reference": ctx.records.get("reference", "pytorch"),
             "calibration": ctx.calib_source if precision == "int8" else None}
+    if info.input_layout:
+        meta["input_layout"] = info.input_layout  # the SDK transposes reference data for these inputs
     ctx.records.setdefault("targets", {})[target] = {"status": "ok", "reason": None, "install": None}
     return Artifact(name=path.name, path=path, format="tflite", precision=_PRECISION.get(precision, precision),
                     parent=ctx.records.get("reference", "pytorch"), meta=meta)

@@ -296,13 +296,15 @@ def _gate(art: Artifact, recipe: Recipe, ref_in: list[dict[str, np.ndarray]],
           ref_out: list[dict[str, np.ndarray]], eval_data: Mapping[str, np.ndarray] | None,
           input_names: list[str], failures: list[str]) -> None:
     from edgesdk.runtimes import load
+    from edgesdk.runtimes.layout import adapt_layout
 
     atol, rtol, min_cos = _tolerance(recipe, art.precision)
     for i, backend in enumerate(_backends_for(art, recipe)):
         with load(art.path, backend=backend) as sess:
-            got = [sess.run(feeds) for feeds in ref_in]
+            ref_layout = adapt_layout(sess, art.meta.get("input_layout"))  # reference data is N,C,H,W
+            got = [ref_layout.run(feeds) for feeds in ref_in]
             result = compare(ref_out, got, atol=atol, rtol=rtol, min_cosine=min_cos)
-            accuracy = _accuracy(sess, eval_data, input_names) if eval_data is not None else None
+            accuracy = _accuracy(ref_layout, eval_data, input_names) if eval_data is not None else None
             if i == 0:  # the first backend's numbers are the artifact's; the others are recorded beside them
                 art.inputs = [s.to_dict() for s in sess.inputs]
                 art.outputs = [s.to_dict() for s in sess.outputs]

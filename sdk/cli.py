@@ -131,6 +131,9 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "legacy"]), help="ONNX exporter (default auto).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim graph simplification.")
 @click.option("--static-batch", is_flag=True, help="Fix the batch dimension instead of making it dynamic.")
+@click.option("--tflite-nhwc", is_flag=True,
+              help="TFLite artifacts take image inputs channels-last (N,H,W,C) instead of N,C,H,W; "
+                   "verification feeds them transposed.")
 @click.option("--output-name", "output_names", multiple=True, help="Names for the model outputs (repeatable).")
 @click.option("--atol", type=float, help="Parity absolute tolerance (default per precision; fp32 1e-4).")
 @click.option("--rtol", type=float, help="Parity relative tolerance (default per precision; fp32 1e-4).")
@@ -172,7 +175,7 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
              example_inputs: str | None, calib: str | None, preprocess_text: str | None, eval_data: str | None,
              out_dir: str,
              recipe_file: str | None, dry_run: bool, targets: str | None, opset: int | None, exporter: str | None,
-             no_simplify: bool, static_batch: bool, output_names: tuple[str, ...], atol: float | None,
+             no_simplify: bool, static_batch: bool, tflite_nhwc: bool, output_names: tuple[str, ...], atol: float | None,
              rtol: float | None, allow_mismatch: bool, no_benchmark: bool, batch_text: str | None,
              threads: int | None, warmup: int | None, iterations: int | None, quantize: str | None,
              calib_method: str | None, per_channel: bool | None, quant_target: str | None,
@@ -188,7 +191,8 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
     flags: dict[str, Any] = {
         "targets": tuple(t.strip() for t in targets.split(",")) if targets else None,
         "opset": opset, "exporter": exporter, "simplify": False if no_simplify else None,
-        "dynamic_batch": False if static_batch else None, "atol": atol, "rtol": rtol,
+        "dynamic_batch": False if static_batch else None,
+        "tflite_channels_last": True if tflite_nhwc else None, "atol": atol, "rtol": rtol,
         "allow_mismatch": True if allow_mismatch else None, "benchmark": False if no_benchmark else None,
         "batches": _batches(batch_text) if batch_text else None, "threads": threads, "warmup": warmup,
         "iterations": iterations, "quantize": quantize, "calib_method": calib_method, "per_channel": per_channel,

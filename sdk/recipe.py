@@ -55,12 +55,14 @@ class BenchmarkConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """ONNX export settings."""
+    """Export settings (ONNX, and the TFLite input layout)."""
 
     opset: int = 18
     exporter: str = "auto"
     simplify: bool = True
     dynamic_batch: bool = True
+    # TFLite: take image-like inputs channels-last (N,H,W,C), as mobile camera pipelines produce them
+    tflite_channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ def _lists(obj: Any) -> Any:
 # Flat option names accepted by ``edgesdk.compress(**options)`` and mapped onto recipe sections.
 FLAT_OPTIONS: dict[str, tuple[str, str]] = {
     "opset": ("export", "opset"),
+    "tflite_channels_last": ("export", "tflite_channels_last"),
     "exporter": ("export", "exporter"),
     "simplify": ("export", "simplify"),
     "dynamic_batch": ("export", "dynamic_batch"),

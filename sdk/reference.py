@@ -120,6 +120,9 @@ def accuracy(session: Any, eval_data: Mapping[str, np.ndarray], input_names: Seq
 
 def check_artifact(session: Any, ref: ReferenceSet, entry: Mapping[str, Any]) -> dict[str, Any]:
     """Parity (the artifact's own tolerances) and accuracy of a loaded session on the reference set."""
+    from edgesdk.runtimes.layout import adapt_layout
+
+    session = adapt_layout(session, (entry.get("meta") or {}).get("input_layout"))  # reference data is N,C,H,W
     parity = entry.get("parity") or {}
     model = (entry.get("meta") or {}).get("reference", "pytorch")
     expected = ref.outputs.get(model)

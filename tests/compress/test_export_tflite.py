@@ -1,6 +1,7 @@
 """TFLite export with litert-torch: every precision verified on real digits, failures reported per target."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,35 @@ def test_fp16_and_dynamic_range(digits, tmp_path, precision, min_cos):
     r = compare({"o": ref}, {"o": got}, atol=None, rtol=None, min_cosine=min_cos)
     assert r.passed, r.summary()
     assert path.stat().st_size < 0.6 * 230_000
+
+
+@pytest.mark.slow
+def test_channels_last_inputs_for_mobile_apps(digits, tmp_path):
+    """--tflite-nhwc: the TFLite file takes N,H,W,C; the gate, accuracy and the on-device re-check feed the
+    N,C,H,W reference data transposed; an app feeding N,H,W,C gets PyTorch's answer."""
+    from click.testing import CliRunner
+
+    from edgesdk.cli import main
+
+    model, calib, eval_data = digits
+    res = edgesdk.compress(model, {"x": torch.rand(1, 1, 8, 8)}, out_dir=tmp_path / "o", calib_data=calib,
+                           eval_data=eval_data, targets=["tflite"], quantize="int8", benchmark=False,
+                           tflite_channels_last=True)
+    arts = {a["name"]: a for a in res.manifest["artifacts"]}
+    for name in ("model.tflite", "model.int8.tflite"):
+        a = arts[name]
+        assert a["inputs"][0]["shape"][1:] == [8, 8, 1] and a["meta"]["input_layout"] == {"x": "channels_last"}
+        assert a["parity"]["passed"] and a["accuracy"] >= 98.0, a
+    x = eval_data["x"][:32]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    with load(tmp_path / "o" / "model.tflite") as sess:  # the app's view: channels-last in, logits out
+        got = np.concatenate([sess.run({"x": x[i:i + 1].transpose(0, 2, 3, 1)})["output"] for i in range(len(x))])
+    assert np.abs(got - ref).max() < 1e-4
+    out = CliRunner().invoke(main, ["benchmark", str(tmp_path / "o"), "--iterations", "5", "--json"])
+    assert out.exit_code == 0, out.output
+    checks = {r["artifact"]: r["device_check"] for r in json.loads(out.stdout)["results"] if r.get("device_check")}
+    assert checks and all(c["parity"]["passed"] for c in checks.values()), checks
 
 
 def test_lowering_failure_is_reported_and_other_targets_delivered(tmp_path):
