@@ -44,7 +44,10 @@ class _Check:
 
     def __init__(self, spec: TensorSpec) -> None:
         self.name = spec.name
-        self.dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else None
+        try:  # types numpy cannot name (bfloat16, float8, ...) are left to the backend to check
+            self.dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else None
+        except TypeError:
+            self.dtype = None
         self.ndim = len(spec.shape)
         self.fixed = tuple((i, d) for i, d in enumerate(spec.shape) if isinstance(d, int) and d >= 0)
 

@@ -61,23 +61,59 @@ def backend_class(name: str) -> type[Session]:
     return getattr(importlib.import_module(module), cls)
 
 
-def verify_entry(root: Path, entry: dict[str, Any]) -> Path:
-    """The artifact file of a manifest entry, after checking it still has the recorded sha256."""
-    from edgesdk.atomic import sha256_file
-
-    file = root / entry["path"]
-    if not file.is_file():
-        raise ArtifactError(f"{file} is listed in {root / 'manifest.json'} but missing",
-                            hint="copy the whole artifact directory, or re-run `edgesdk compress`")
-    want = entry.get("sha256")
-    if want and sha256_file(file) != want:
-        raise ArtifactError(f"{file} changed since the manifest was written; refusing to run it",
-                            expected=f"sha256 {want}", found=f"sha256 {sha256_file(file)} ({file.stat().st_size} bytes)",
-                            hint="copy the directory again (a partial copy or a Git LFS pointer?) or re-run compress")
+def _inside(root: Path, rel: Any, manifest: Path) -> Path:
+    """``root / rel`` when it stays inside ``root`` (no absolute paths, no ``..``, no symlink out)."""
+    if not isinstance(rel, str) or not rel:
+        raise ArtifactError(f"{manifest} lists an artifact without a file path", found=repr(rel),
+                            hint="the manifest is damaged; copy the directory again or re-run `edgesdk compress`")
+    file = root / rel
+    if Path(rel).is_absolute() or not file.resolve().is_relative_to(root.resolve()):
+        raise ArtifactError(f"{manifest} points outside its directory: {rel!r}; refusing to open it",
+                            expected="paths relative to the artifact directory",
+                            hint="artifact directories are self-contained; this manifest was edited or crafted")
     return file
 
 
-def _from_dir(path: Path, artifact: str | None) -> Path:
+def verify_entry(root: Path, entry: dict[str, Any]) -> Path:
+    """The artifact file of a manifest entry, after checking that it (and any ONNX external-data file it
+    lists) lies inside the directory and still has the recorded sha256."""
+    from edgesdk.atomic import sha256_file
+
+    manifest = root / "manifest.json"
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{manifest} has an artifact entry that is not an object", found=repr(entry)[:100])
+    file = _inside(root, entry.get("path"), manifest)
+    listed = entry.get("external_data") or []
+    if entry.get("format") == "onnx" and file.is_file():
+        from .safety import external_data_files
+
+        covered = {str(Path(x.get("path", ""))) for x in listed if isinstance(x, dict)}
+        for rel in external_data_files(file):
+            if str((file.parent / rel).relative_to(root)) not in covered:
+                raise ArtifactError(f"{file} keeps weights in {rel}, which {manifest} does not list with a sha256; "
+                                    "refusing to run unverified weights",
+                                    hint="re-run `edgesdk compress` (it records every weights file)")
+    for side in [{"path": entry.get("path"), "sha256": entry.get("sha256")}, *listed]:
+        if not isinstance(side, dict):
+            raise ArtifactError(f"{manifest} has a malformed external_data entry", found=repr(side)[:100])
+        f = _inside(root, side.get("path"), manifest)
+        if not f.is_file():
+            raise ArtifactError(f"{f} is listed in {manifest} but missing",
+                                hint="copy the whole artifact directory, or re-run `edgesdk compress`")
+        want = side.get("sha256")
+        if not want:
+            raise ArtifactError(f"{manifest} records no sha256 for {side.get('path')}; refusing to run an unverified "
+                                "file", hint="re-run `edgesdk compress`, which records one for every file")
+        got = sha256_file(f)
+        if got != want:
+            raise ArtifactError(f"{f} changed since the manifest was written; refusing to run it",
+                                expected=f"sha256 {want}", found=f"sha256 {got} ({f.stat().st_size} bytes)",
+                                hint="copy the directory again (a partial copy or a Git LFS pointer?) or re-run "
+                                     "compress")
+    return file
+
+
+def _from_dir(path: Path, artifact: str | None, backend: str = "auto") -> Path:
     manifest = path / "manifest.json"
     if not manifest.is_file():
         raise ArtifactError(f"{path} is a directory without manifest.json",
@@ -86,13 +122,22 @@ def _from_dir(path: Path, artifact: str | None) -> Path:
         entries = json.loads(manifest.read_text()).get("artifacts", [])
     except (json.JSONDecodeError, AttributeError) as e:
         raise ArtifactError(f"{manifest} is not a valid edgesdk manifest", found=str(e)) from e
+    entries = [e for e in entries if isinstance(e, dict)]
     names = [e.get("name") for e in entries]
+
+    def runnable(e: dict[str, Any]) -> bool:
+        backends = FORMAT_BACKENDS.get(e.get("format"), [])
+        if backend != "auto":
+            return backend in backends
+        return any(_installed(b) for b in backends)
+
     for e in entries:
         if artifact is not None and e.get("name") != artifact:
             continue
-        if artifact is not None or FORMAT_BACKENDS.get(e.get("format"), []):
+        if artifact is not None or runnable(e):
             return verify_entry(path, e)
-    raise ArtifactError(f"no runnable artifact in {path}" + (f" named {artifact!r}" if artifact else ""),
+    on = "" if backend == "auto" else f" for the {backend} backend"
+    raise ArtifactError(f"no runnable artifact in {path}{on}" + (f" named {artifact!r}" if artifact else ""),
                         found=f"artifacts: {', '.join(map(str, names)) or 'none'}",
                         hint="pass artifact=NAME, or install the backend for these formats (`edgesdk doctor`)")
 
@@ -110,7 +155,7 @@ def load(path: str | Path, backend: str = "auto", threads: int | None = None, de
 
     p = Path(path)
     if p.is_dir():
-        p = _from_dir(p, artifact)
+        p = _from_dir(p, artifact, backend)
     fmt = detect_format(p)
     if backend == "auto":
         candidates = FORMAT_BACKENDS.get(fmt, [])

@@ -70,6 +70,23 @@ def _node_tensors(node: Any) -> Iterator[Any]:
             yield from _tensors(g)
 
 
+def external_data_files(path: str | Path) -> list[str]:
+    """The files an ONNX model's external tensors live in, relative to its folder (sorted, unique)."""
+    p = Path(path)
+    if not _may_have_external_data(p):
+        return []
+    import onnx
+
+    model = onnx.load(str(p), load_external_data=False)
+    tensors = list(_tensors(model.graph))
+    for fn in model.functions:
+        for node in fn.node:
+            tensors.extend(_node_tensors(node))
+    files = {e.value for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL
+             for e in t.external_data if e.key == "location"}
+    return sorted(files)
+
+
 def check_onnx_external_data(path: str | Path) -> int:
     """Refuse external-data references that escape ``path``'s folder or point past their file.
 

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -65,9 +66,31 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN/Infinity floats replaced by None (they are not JSON; strict parsers reject them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text: numpy values converted, NaN/Infinity written as null, keys in insertion order."""
+    def default(o: Any) -> Any:
+        try:
+            return _json_default(o)
+        except TypeError:
+            return str(o)
+
+    return json.dumps(_finite(json.loads(json.dumps(obj, default=default))), indent=indent, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomic JSON write, indented, keys in insertion order."""
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Atomic JSON write (strict JSON, see json_text)."""
+    return write_text(path, json_text(obj) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ArtifactError
+from .errors import ArtifactError, FeedError
 from .report import build_report
 
 
@@ -82,6 +82,9 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
             entries = manifest["artifacts"]
             todo = []
             for e in entries:
+                if not isinstance(e, dict):
+                    raise ArtifactError(f"{p / 'manifest.json'} has an artifact entry that is not an object",
+                                        found=repr(e)[:100], hint="copy the directory again or re-run compress")
                 why = _runnable(e, backend)
                 if why:
                     skipped.append({"artifact": e.get("name"), "path": str(p / str(e.get("path"))), "reason": why})
@@ -100,8 +103,13 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
                 for batch in batches:
                     if progress:
                         progress(f"benchmarking {file.name} ({sess.backend}) at batch {batch}")
-                    r = benchmark(sess, batch=batch, warmup=warmup, iterations=iterations, duration_s=duration_s,
-                                  on_progress=getattr(progress, "count", None))
+                    try:
+                        r = benchmark(sess, batch=batch, warmup=warmup, iterations=iterations, duration_s=duration_s,
+                                      on_progress=getattr(progress, "count", None))
+                    except FeedError as e:  # e.g. a fixed-batch artifact at another batch: the rest still runs
+                        skipped.append({"artifact": entry.get("name", file.name), "path": str(file), "batch": batch,
+                                        "reason": e.what})
+                        continue
                     r.update(artifact=entry.get("name", file.name), path=str(file),
                              format=entry.get("format", file.suffix.lstrip(".")),
                              precision=entry.get("precision", "unknown"), size_bytes=file.stat().st_size,

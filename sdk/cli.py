@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import click
 
+from .atomic import json_text
 from .errors import EdgeSDKError, InputError
 
 log = logging.getLogger("edgesdk")
@@ -103,10 +104,37 @@ def _prune_range(text: str | None) -> dict[str, float | None]:
                          found=text) from None
 
 
+def _save(path: str, write: Callable[[str], Any]) -> None:
+    """Run ``write(path)``; an OS error becomes one clear OutputWriteError (exit 5), not a traceback."""
+    from .errors import OutputWriteError
+
+    try:
+        write(path)
+    except OSError as e:
+        raise OutputWriteError(f"cannot write {path}", found=f"{type(e).__name__}: {e.strerror or e}",
+                               hint="choose another path (its folder must be writable and not a file)") from e
+
+
+def _npz_bytes(arrays: dict[str, Any]) -> bytes:
+    """An .npz of ``arrays`` under their exact names (np.savez(**arrays) drops or rejects names such as
+    'file' or 'allow_pickle')."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, a in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
 def _emit_report(report: dict[str, Any], as_json: bool) -> None:
     from .report import to_markdown
 
-    click.echo(json.dumps(report, indent=2, default=str) if as_json else to_markdown(report))
+    click.echo(json_text(report) if as_json else to_markdown(report))
 
 
 @main.command()
@@ -280,12 +308,27 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: 
 
     if iterations < 1 or warmup < 0:
         raise InputError("--iterations must be >= 1 and --warmup >= 0", found=f"{iterations}, {warmup}")
-    report = benchmark_paths(list(paths), backend=backend, threads=threads, batches=_batches(batch_text),
+    if threads is not None and threads < 1:
+        raise InputError("--threads must be at least 1", found=str(threads), hint="leave it out to let the backend choose")
+    if duration_s is not None and not (duration_s > 0 and duration_s != float("inf")):
+        raise InputError("--duration must be a positive number of seconds", found=str(duration_s))
+    batches = tuple(dict.fromkeys(_batches(batch_text)))  # 1,1,8 -> 1,8: one row per batch size
+    report = benchmark_paths(list(paths), backend=backend, threads=threads, batches=batches,
                              warmup=warmup, iterations=iterations, duration_s=duration_s, device=device,
                              progress=_say(ctx), isolate=not no_isolate, **({"rebuild": True} if rebuild else {}))
+    _emit_report(report, as_json)  # printed first: a failing -o write must not lose the measurements
     if output:
-        write_json(output, report)
-    _emit_report(report, as_json)
+        _save(output, lambda p: write_json(p, report))
+    if not report.get("results"):
+        raise InputError("nothing was benchmarked", found="; ".join(
+            f"{s.get('artifact')}: {s.get('reason')}" for s in report.get("skipped") or []) or "no artifacts",
+            hint="install the backend these artifacts need (`edgesdk doctor`) or pass other files")
+    failed = [r["artifact"] for r in report["results"]
+              if ((r.get("device_check") or {}).get("parity") or {}).get("passed") is False]
+    if failed:
+        click.secho(f"error: parity failed on this device for {', '.join(dict.fromkeys(failed))} (see the table)",
+                    fg="red", err=True)
+        sys.exit(3)
 
 
 @main.command("run")
@@ -298,8 +341,6 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: 
 def run_cmd(artifact: str, inputs_file: str, output: str | None, backend: str, no_isolate: bool,
             as_json: bool) -> None:
     """Run ARTIFACT on the arrays in --inputs and print (or save) the outputs."""
-    import io
-
     import numpy as np
 
     from .atomic import write_bytes
@@ -310,15 +351,13 @@ def run_cmd(artifact: str, inputs_file: str, output: str | None, backend: str, n
     with load(artifact, backend=backend, isolate=not no_isolate) as sess:
         outputs = sess.run(feeds)
     if output:
-        buf = io.BytesIO()
-        np.savez(buf, **outputs)
-        write_bytes(output, buf.getvalue())
+        _save(output, lambda p: write_bytes(p, _npz_bytes(outputs)))
     summary = {name: {"shape": list(a.shape), "dtype": str(a.dtype),
                       "mean": float(a.mean()) if a.size and np.issubdtype(a.dtype, np.number) else None,
                       "argmax": a.reshape(len(a), -1).argmax(-1).tolist() if a.ndim >= 2 and a.size else None}
                for name, a in outputs.items()}
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json_text(summary))
     else:
         for name, s in summary.items():
             click.echo(f"{name}: {s['dtype']} {tuple(s['shape'])}" + (f" argmax={s['argmax']}" if s["argmax"] else ""))
@@ -343,7 +382,7 @@ def inspect_cmd(artifact: str, no_isolate: bool, as_json: bool) -> None:
 
     info = inspect_artifact(artifact)
     if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
+        click.echo(json_text(info))
         return
     for key in ("path", "format", "size_bytes", "sha256", "opset", "ir_version", "producer", "node_count",
                 "parameters"):
@@ -365,7 +404,7 @@ def doctor(as_json: bool) -> None:
 
     status, fp = backend_status(), device_fingerprint()
     if as_json:
-        click.echo(json.dumps({"backends": status, "device": fp}, indent=2, default=str))
+        click.echo(json_text({"backends": status, "device": fp}))
         return
     click.echo(f"CPU: {fp.get('cpu_model')} ({fp.get('cores')} cores); ISA: {', '.join(fp.get('isa') or []) or '-'}")
     jetson = fp.get("jetson") or {}

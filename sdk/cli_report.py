@@ -83,6 +83,7 @@ def merge(report_files: tuple[str, ...], output: str | None, fmt_name: str | Non
 def compare(base_file: str, new_file: str, max_regression: str, max_accuracy_drop: float | None,
             as_json: bool) -> None:
     """Compare NEW_FILE against BASE_FILE; exit 1 when any matching row regressed, 2 on bad input."""
+    from .atomic import json_text
     from .report import load_report
     from .report_compare import compare_reports, compare_to_text, parse_threshold
 
@@ -90,6 +91,6 @@ def compare(base_file: str, new_file: str, max_regression: str, max_accuracy_dro
                                              max_regression=parse_threshold(max_regression),
                                              max_accuracy_drop=max_accuracy_drop, base_name=base_file,
                                              new_name=new_file)
-    click.echo(json.dumps(result, indent=2, default=str) if as_json else compare_to_text(result), nl=as_json)
+    click.echo(json_text(result) if as_json else compare_to_text(result), nl=as_json)
     if result["regressed"]:
         sys.exit(1)

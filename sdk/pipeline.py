@@ -40,8 +40,17 @@ class Artifact:
     status: str = "ok"
 
     def to_manifest(self, root: Path) -> dict[str, Any]:
-        """The manifest entry; paths are relative to the output dir."""
-        return {
+        """The manifest entry; paths are relative to the output dir. ONNX weights kept in side files
+        (models over 2 GB) are listed with their own sha256, so a device checks them too."""
+        extra: dict[str, Any] = {}
+        if self.format == "onnx":
+            from edgesdk.runtimes.safety import external_data_files
+
+            side = [self.path.parent / f for f in external_data_files(self.path)]
+            if side:
+                extra["external_data"] = [{"path": f.relative_to(root).as_posix() if f.is_absolute() else str(f),
+                                           "sha256": sha256_file(f), "size_bytes": f.stat().st_size} for f in side]
+        return {**extra, 
             "name": self.name,
             "path": self.path.relative_to(root).as_posix() if self.path.is_absolute() else str(self.path),
             "format": self.format,

@@ -88,16 +88,25 @@ def load_reference_set(path: str | Path) -> ReferenceSet:
     inputs: dict[int, dict[str, np.ndarray]] = {}
     outputs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     eval_data: dict[str, np.ndarray] = {}
-    for key, value in data.items():
-        kind, _, rest = key.partition(":")
-        if kind == "in":
-            i, _, name = rest.partition(":")
-            inputs.setdefault(int(i), {})[name] = value
-        elif kind == "out":
-            model, i, name = rest.split(":", 2)
-            outputs.setdefault(model, {}).setdefault(int(i), {})[name] = value
-        elif kind == "eval":
-            eval_data[rest] = value
+    try:
+        for key, value in data.items():
+            kind, _, rest = key.partition(":")
+            if kind == "in":
+                i, _, name = rest.partition(":")
+                inputs.setdefault(int(i), {})[name] = value
+            elif kind == "out":
+                model, i, name = rest.split(":", 2)
+                outputs.setdefault(model, {}).setdefault(int(i), {})[name] = value
+            elif kind == "eval":
+                eval_data[rest] = value
+        for model, batches in outputs.items():
+            missing = sorted(set(inputs) - set(batches))
+            if missing:
+                raise KeyError(f"no outputs of {model!r} for input batch {missing[0]}")
+    except (ValueError, KeyError) as e:
+        raise ArtifactError(f"the reference set {p} is malformed", found=f"{type(e).__name__}: {e}",
+                            expected="in:<batch>:<input>, out:<model>:<batch>:<output> and eval:<name> arrays",
+                            hint="copy the artifact directory again, or re-run `edgesdk compress`") from e
     order = sorted(inputs)
     return ReferenceSet(inputs=[inputs[i] for i in order],
                         outputs={m: [o[i] for i in order] for m, o in outputs.items()},

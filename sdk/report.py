@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from .atomic import json_text
 from .errors import InputError
 
 REPORT_SCHEMA_VERSION = 1
@@ -168,7 +169,7 @@ def _parity_cell(row: dict[str, Any], artifacts: dict[str, dict[str, Any]], fail
     if p is None:
         return "reference" if row.get("format") == "torch" else "-"
     mark = "pass" if p.get("passed") else fail
-    return f"{mark} (max abs {p.get('max_abs_err', 0):.1e}, cos {p.get('cosine', 0):.6f})"
+    return f"{mark} (max abs {p.get('max_abs_err') or 0:.1e}, cos {p.get('cosine') or 0:.6f})"
 
 
 def table_rows(report: dict[str, Any], fail: str = "**FAIL**") -> list[dict[str, str]]:
@@ -263,13 +264,14 @@ def to_markdown(report: dict[str, Any]) -> str:
     if rows:
         lines += _md_table(rows)
     else:
-        lines.append("_No benchmark results (run without --no-benchmark to measure latency)._")
+        lines.append("_No benchmark results in this report (compress measures latency unless --no-benchmark)._")
         arts = report.get("artifacts", [])
         if arts:
             lines += ["", "| artifact | format | precision | size | parity | accuracy |", "|---|---|---|---|---|---|"]
             for a in arts:
                 p = a.get("parity") or {}
-                lines.append(f"| {a['name']} | {a['format']} | {a['precision']} | {fmt_size(a.get('size_bytes'))} | "
+                lines.append(f"| {a.get('name')} | {a.get('format')} | {a.get('precision')} | "
+                             f"{fmt_size(a.get('size_bytes'))} | "
                              f"{'pass' if p.get('passed') else '**FAIL**'} | {fmt(a.get('accuracy'), '.2f', '%')} |")
     steps = steps_rows(report)
     if steps:
@@ -288,7 +290,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     skipped = report.get("skipped") or []
     if skipped:
         lines += ["", "## Artifacts not run on this device", ""]
-        lines += [f"- **{s.get('artifact')}** - {s.get('reason')}" for s in skipped]
+        lines += [f"- **{s.get('artifact')}**" + (f" at batch {s['batch']}" if s.get("batch") else "")
+                  + f" - {s.get('reason')}" for s in skipped]
     checked = [r for r in report.get("results") or [] if r.get("device_check")]
     if checked:
         samples = max((r["device_check"].get("eval_samples") or 0) for r in checked)
@@ -331,7 +334,8 @@ def csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         row.update({f"{q}_ms": lat.get(q) for q in ("p50", "p90", "p95", "p99", "mean", "min", "max")})
         row.update({k: r.get(k) for k in ("throughput", "size_bytes", "accuracy", "parity_passed",
                                           "speedup_vs_baseline")})
-        row.update({k: dev.get(k) for k in ("cpu_model", "cores", "machine", "gpu", "jetson", "os")})
+        row.update({k: dev.get(k) for k in ("cpu_model", "cores", "machine", "gpu", "os")})
+        row["jetson"] = _jetson_label(dev.get("jetson"))  # "Orin Nano (L4T 36.4.3, JetPack 6.2)", not a dict
         row.update(edgesdk_version=report.get("edgesdk_version"), created=report.get("created"))
         rows.append(row)
     return rows
@@ -368,7 +372,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "md": to_markdown,
     "html": _to_html,
     "csv": to_csv,
-    "json": lambda report: json.dumps(report, indent=2, default=str) + "\n",
+    "json": lambda report: json_text(report) + "\n",
 }
 SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".csv": "csv", ".json": "json"}
 
@@ -387,10 +391,10 @@ def format_for(path: str | Path, given: str | None = None) -> str:
 
 def render(report: dict[str, Any], fmt_name: str = "md") -> str:
     """The report as text in one of RENDERERS' formats (md, html, csv, json)."""
-    try:
-        return RENDERERS[fmt_name](report)
-    except KeyError:
-        raise InputError(f"unknown report format {fmt_name!r}", expected=", ".join(RENDERERS)) from None
+    renderer = RENDERERS.get(fmt_name)
+    if renderer is None:
+        raise InputError(f"unknown report format {fmt_name!r}", expected=", ".join(RENDERERS))
+    return renderer(report)
 
 
 def write_report_views(out_dir: str | Path, report: dict[str, Any]) -> list[str]:

@@ -18,6 +18,8 @@ Example::
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, Callable
 
 from .errors import InputError
@@ -47,7 +49,9 @@ def parse_threshold(text: str | float) -> float:
 
 
 def _rel(base: float, new: float) -> float | None:
-    return None if not base else new / base - 1
+    if not base:  # from zero: no change, or an unbounded one (a p50 of 0 that became 50 ms is a regression)
+        return 0.0 if not new else (math.inf if new > 0 else -math.inf)
+    return new / base - 1
 
 
 def _relative(worse_if_higher: bool) -> Callable[[Any, Any, float, float], tuple[float | None, str]]:
@@ -115,7 +119,15 @@ def compare_reports(base: dict[str, Any], new: dict[str, Any], *, max_regression
         metrics = []
         for name, (label, get, check) in METRICS.items():
             bv, nv = get(b[key]), get(n[key])
-            if bv is None or nv is None:
+            if bv is None:
+                continue
+            if nv is None:  # measured before, not now: a gate must not pass on what it could not check
+                verdict = REGRESSED if name in ("accuracy", "parity_passed") else OK
+                metrics.append({"metric": name, "label": label, "base": bv, "new": None, "change": None,
+                                "verdict": verdict, "missing": True})
+                if verdict == REGRESSED:
+                    regressions.append(f"{' '.join(str(x) for x in key)}: {label} {_value(name, bv)} -> not measured "
+                                       f"in {new_name}")
                 continue
             change, verdict = check(bv, nv, max_regression, acc_drop)
             metrics.append({"metric": name, "label": label, "base": bv, "new": nv, "change": change,
@@ -134,6 +146,8 @@ def compare_reports(base: dict[str, Any], new: dict[str, Any], *, max_regression
 
 
 def _value(metric: str, v: Any) -> str:
+    if v is None:
+        return "missing"
     if metric == "size_bytes":
         return fmt_size(v)
     if metric == "parity_passed":
@@ -144,6 +158,8 @@ def _value(metric: str, v: Any) -> str:
 def _change(metric: str, change: float | None) -> str:
     if change is None:
         return "-"
+    if math.isinf(change):
+        return "from 0"
     return f"{change:+.2f} pts" if metric == "accuracy" else f"{change * 100:+.1f}%"
 
 

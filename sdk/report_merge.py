@@ -13,12 +13,12 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from .atomic import json_text
 from .errors import InputError
 from .report import device_summary, fmt, load_report, write_csv
 
@@ -37,7 +37,10 @@ def device_label(dev: dict[str, Any] | None) -> str:
         device_label({"cpu_model": "Intel(R) Core(TM) i7-1185G7 @ 3.00GHz"})   # 'Intel Core i7-1185G7'
     """
     dev = dev or {}
-    name = dev.get("jetson") or dev.get("gpu") or dev.get("cpu_model")
+    jetson = dev.get("jetson")
+    if isinstance(jetson, dict):  # the fingerprint's {model, l4t, jetpack}
+        jetson = jetson.get("model")
+    name = jetson or dev.get("gpu") or dev.get("cpu_model")
     name = " ".join(_CPU_NOISE.sub(" ", str(name)).split()) if name else ""
     name = name or str(dev.get("machine") or "unknown device")
     host = dev.get("hostname") or dev.get("host")
@@ -223,14 +226,14 @@ def merged_to_csv(merged: dict[str, Any]) -> str:
 
 MERGED_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "md": merged_to_markdown, "html": merged_to_html, "csv": merged_to_csv,
-    "json": lambda m: json.dumps(m, indent=2, default=str) + "\n",
+    "json": lambda m: json_text(m) + "\n",
 }
 
 
 def render_merged(merged: dict[str, Any], fmt_name: str = "md") -> str:
     """The merged report as md, html, csv or json text."""
-    try:
-        return MERGED_RENDERERS[fmt_name](merged)
-    except KeyError:
-        raise InputError(f"unknown report format {fmt_name!r}", expected=", ".join(MERGED_RENDERERS)) from None
+    renderer = MERGED_RENDERERS.get(fmt_name)
+    if renderer is None:
+        raise InputError(f"unknown report format {fmt_name!r}", expected=", ".join(MERGED_RENDERERS))
+    return renderer(merged)
 

@@ -89,8 +89,14 @@ def test_load_artifact_directory(tmp_path, mlp):
     d = tmp_path / "art"
     d.mkdir()
     shutil.copy(mlp, d / "m.onnx")
-    (d / "manifest.json").write_text(json.dumps({"schema_version": 1, "artifacts": [
-        {"name": "m.onnx", "path": "m.onnx", "format": "onnx"}]}))
+    from edgesdk.atomic import sha256_file
+
+    entry = {"name": "m.onnx", "path": "m.onnx", "format": "onnx"}
+    (d / "manifest.json").write_text(json.dumps({"schema_version": 1, "artifacts": [entry]}))
+    with pytest.raises(ArtifactError, match="records no sha256 for m.onnx"):  # nothing unverified runs
+        load(d)
+    entry["sha256"] = sha256_file(d / "m.onnx")
+    (d / "manifest.json").write_text(json.dumps({"schema_version": 1, "artifacts": [entry]}))
     with load(d) as sess:
         assert sess.path.name == "m.onnx"
     with pytest.raises(ArtifactError, match="no runnable artifact"):
