@@ -3,17 +3,29 @@
 CLI flags and YAML files only build a recipe; the API runs it. ``to_dict`` and
 ``from_dict`` round-trip, and unknown keys are an error rather than ignored.
 
+Every field is checked against its annotation when a section is built (from YAML,
+a dict, flat options or code), so a bad value is an InputError naming
+``section.field``, never a TypeError deep inside a stage. A few lenient forms are
+normalized: a single string for a list of strings (``targets: onnx,tflite``), a
+single integer for a list of integers, ``tensorrt.batch: "1:8:32"``, integral
+floats for integers and PyYAML's dot-less floats (``atol: 1e-3`` reads as a string).
+
 Example::
 
-    r = Recipe(opset=18, targets=("onnx",))
+    r = Recipe(export=ExportConfig(opset=18), targets=("onnx",))
     assert Recipe.from_dict(r.to_dict()) == r
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from .errors import InputError
 
@@ -25,10 +37,19 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANT_TARGETS = ("auto", "cpu", "tensorrt")
 PRUNE_METHODS = ("channel", "unstructured", "2:4")
 PRUNE_IMPORTANCES = ("l1", "l2", "bn", "taylor")
+BACKENDS = ("auto", "onnxruntime", "openvino", "litert", "tensorrt")
+TRT_HARDWARE_COMPATIBILITY = ("none", "ampere_plus")
+
+
+class _Section:
+    """Base of the recipe sections: coerce and check every field on construction (and on ``replace``)."""
+
+    def __post_init__(self) -> None:
+        _normalize(self, _SECTION_NAMES[type(self)])
 
 
 @dataclass(frozen=True)
-class ParityConfig:
+class ParityConfig(_Section):
     """Parity gate settings; tolerances default per precision (see edgesdk.parity)."""
 
     atol: float | None = None
@@ -41,7 +62,7 @@ class ParityConfig:
 
 
 @dataclass(frozen=True)
-class BenchmarkConfig:
+class BenchmarkConfig(_Section):
     """Benchmark settings used after every artifact is written."""
 
     enabled: bool = True
@@ -54,7 +75,7 @@ class BenchmarkConfig:
 
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(_Section):
     """Export settings (ONNX, and the TFLite input layout)."""
 
     opset: int = 18
@@ -66,7 +87,7 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
-class QuantizeConfig:
+class QuantizeConfig(_Section):
     """Quantization of the ONNX artifact (onnxruntime.quantization)."""
 
     mode: str = "none"  # none | fp16 | int8 | int8-dynamic
@@ -80,7 +101,7 @@ class QuantizeConfig:
 
 
 @dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(_Section):
     """Pruning of the PyTorch model before export (Torch-Pruning)."""
 
     ratio: float | None = None  # 0 < r < 1; None: no pruning
@@ -98,7 +119,7 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
-class TensorRTConfig:
+class TensorRTConfig(_Section):
     """TensorRT engine builds from the ONNX artifacts (target ``tensorrt``)."""
 
     batch: tuple[int, ...] = ()  # (min, opt, max) of the dynamic batch; () = 1, the largest benchmark batch, 64+
@@ -124,71 +145,82 @@ class Recipe:
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
 
     def __post_init__(self) -> None:
-        self.validate()
+        object.__setattr__(self, "targets", _coerce("targets", self.targets, _hints_of(Recipe)["targets"]))
+        for name, section in _SECTIONS.items():
+            if not isinstance(getattr(self, name), section):
+                raise InputError(f"recipe section '{name}' must be an instance of {section.__name__}",
+                                 found=type(getattr(self, name)).__name__,
+                                 hint=f"build it with Recipe.from_dict({{'{name}': {{...}}}})")
+        self._check_fields()
 
-    def validate(self) -> None:
-        """Raise InputError naming the bad field."""
-        bad = [t for t in self.targets if t not in KNOWN_TARGETS]
-        if bad or not self.targets:
-            raise InputError("unknown target in recipe", expected=f"one or more of {', '.join(KNOWN_TARGETS)}",
-                             found=", ".join(bad) or "no targets", hint="fix --targets or 'targets:' in the recipe")
-        if self.export.exporter not in EXPORTERS:
-            raise InputError("unknown exporter", expected=" | ".join(EXPORTERS), found=repr(self.export.exporter))
-        if not 7 <= self.export.opset <= 23:
-            raise InputError("opset out of range", expected="an ONNX opset between 7 and 23 (default 18)",
-                             found=str(self.export.opset))
-        if self.parity.batches < 0 or self.parity.batch_size < 1:
-            raise InputError("parity batches must be >= 0 and batch size >= 1",
-                             found=f"batches={self.parity.batches}, batch_size={self.parity.batch_size}")
-        for name in ("atol", "rtol"):
-            v = getattr(self.parity, name)
-            if v is not None and v < 0:
-                raise InputError(f"parity {name} must be >= 0", found=str(v))
-        if any(b < 1 for b in self.benchmark.batches) or not self.benchmark.batches:
-            raise InputError("benchmark batch sizes must be positive integers",
-                             found=",".join(map(str, self.benchmark.batches)))
-        known = ("auto", "onnxruntime", "openvino", "litert", "tensorrt")
-        bad_backends = [b for b in self.benchmark.backends if b not in known]
-        if bad_backends or not self.benchmark.backends:
-            raise InputError("unknown backend in recipe", expected=" | ".join(known),
-                             found=", ".join(bad_backends) or "none")
-        q = self.quantize
-        for name, value, allowed in (("quantize mode", q.mode, QUANT_MODES), ("calibration method", q.calib_method,
-                                     CALIB_METHODS), ("quantization target", q.target, QUANT_TARGETS)):
-            if value not in allowed:
-                raise InputError(f"unknown {name} {value!r}", expected=" | ".join(allowed), found=repr(value))
-        if q.calib_samples < 1:
-            raise InputError("calib_samples must be >= 1", found=str(q.calib_samples))
-        if q.max_accuracy_drop is not None and q.max_accuracy_drop < 0:
-            raise InputError("max accuracy drop must be >= 0 points", found=str(q.max_accuracy_drop))
-        if q.min_cosine is not None and not 0 < q.min_cosine <= 1:
-            raise InputError("min cosine must be in (0, 1]", found=str(q.min_cosine))
+    def _check_fields(self) -> None:
+        _check_value("targets", self.targets)
+        for name in _SECTIONS:
+            section = getattr(self, name)
+            for f in fields(section):
+                _check_value(f"{name}.{f.name}", getattr(section, f.name))
+
+    def validate(self) -> "Recipe":
+        """Raise InputError naming the bad field: each field's value, then combinations that would be ignored.
+
+        Field values are checked whenever a Recipe is built; the combinations only here, on the final
+        recipe (a YAML file may rely on flags given with it), which compress and --dry-run call.
+        """
+        self._check_fields()
+        self._check_pruning()
+        self._check_budgets()
+        return self
+
+    def _check_pruning(self) -> None:
         p = self.prune
-        for r in (p.ratio, p.ratio_max):
-            if r is not None and not 0 < r < 1:
-                raise InputError("pruning ratio must be between 0 and 1 (exclusive)", expected="0 < ratio < 1",
-                                 found=str(r), hint="e.g. --prune 0.5 or a range --prune 0.3:0.7")
         if p.ratio_max is not None and (p.ratio is None or p.ratio_max < p.ratio):
-            raise InputError("pruning range must be LOW:HIGH with LOW <= HIGH", found=f"{p.ratio}:{p.ratio_max}")
-        if p.method not in PRUNE_METHODS:
-            raise InputError(f"unknown pruning method {p.method!r}", expected=" | ".join(PRUNE_METHODS))
-        if p.importance not in PRUNE_IMPORTANCES:
-            raise InputError(f"unknown pruning importance {p.importance!r}", expected=" | ".join(PRUNE_IMPORTANCES))
-        if p.recover_steps < 0 or p.recover_lr <= 0:
-            raise InputError("recovery needs steps >= 0 and lr > 0", found=f"{p.recover_steps}, {p.recover_lr}")
-        t = self.tensorrt
-        if t.batch and (len(t.batch) != 3 or not 1 <= t.batch[0] <= t.batch[1] <= t.batch[2]):
-            raise InputError("TensorRT batch range must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX",
-                             found=":".join(map(str, t.batch)), hint="e.g. --trt-batch 1:8:32")
-        if t.workspace_mb < 1 or (t.dla_core is not None and t.dla_core < 0):
-            raise InputError("TensorRT workspace must be >= 1 MB and the DLA core >= 0",
-                             found=f"workspace_mb={t.workspace_mb}, dla_core={t.dla_core}")
-        if t.hardware_compatibility not in ("none", "ampere_plus"):
-            raise InputError("unknown TensorRT hardware compatibility", expected="none | ampere_plus",
-                             found=repr(t.hardware_compatibility))
-        if self.benchmark.iterations < 1 or self.benchmark.warmup < 0:
-            raise InputError("benchmark needs iterations >= 1 and warmup >= 0",
-                             found=f"iterations={self.benchmark.iterations}, warmup={self.benchmark.warmup}")
+            raise InputError("pruning range must be LOW:HIGH with LOW <= HIGH",
+                             expected="prune.ratio <= prune.ratio_max", found=f"{p.ratio}:{p.ratio_max}",
+                             hint="e.g. --prune 0.3:0.7")
+        if p.method == "2:4" and ((p.ratio is not None and p.ratio != 0.5) or p.ratio_max is not None):
+            raise InputError("prune.method 2:4 has a fixed 50% sparsity pattern (2 of every 4 weights)",
+                             expected="prune.ratio unset or 0.5, and no range",
+                             found=f"ratio {p.ratio}" + (f":{p.ratio_max}" if p.ratio_max is not None else ""),
+                             hint="drop --prune (or use --prune-method unstructured for another sparsity)")
+        if p.method == "unstructured" and p.ratio is None:
+            raise InputError("prune.method unstructured needs a sparsity ratio", expected="prune.ratio in (0, 1)",
+                             found="no ratio", hint="e.g. --prune 0.5 --prune-method unstructured")
+        if p.target_macs is not None and p.method != "channel":
+            raise InputError(f"prune.target_macs needs channel pruning, not prune.method {p.method}",
+                             expected="prune.method channel", found=f"method {p.method}",
+                             hint="zeroed weights (unstructured, 2:4) do not remove MACs; use --prune-method channel")
+        if p.target_macs is not None and p.ratio_max is not None:
+            raise InputError("prune.target_macs picks the ratio itself; it cannot be combined with a pruning range",
+                             found=f"target_macs {p.target_macs}, range {p.ratio}:{p.ratio_max}",
+                             hint="give either --prune-target-macs or --prune LOW:HIGH")
+
+    def _check_budgets(self) -> None:
+        """Budgets only apply to a pruning range or to quantization; refuse ones nothing would read."""
+        q, p = self.quantize, self.prune
+        searched = p.ratio_max is not None
+        if searched and p.max_accuracy_drop is None and q.max_accuracy_drop is None:
+            raise InputError("a pruning range needs an accuracy budget",
+                             expected="--prune LOW:HIGH with --max-accuracy-drop POINTS (labelled --eval-data)",
+                             found=f"prune range {p.ratio}:{p.ratio_max} and no max_accuracy_drop",
+                             hint="or give a single ratio, e.g. --prune 0.5")
+        if p.max_accuracy_drop is not None and not searched:
+            raise InputError("prune.max_accuracy_drop only applies to a pruning range", expected="--prune LOW:HIGH",
+                             found=f"prune.ratio {p.ratio} and no prune.ratio_max",
+                             hint="add prune.ratio_max to search a range, or remove prune.max_accuracy_drop")
+        if q.mode != "none":
+            return
+        if q.max_accuracy_drop is not None and not searched and p.ratio is not None:
+            raise InputError("quantize.max_accuracy_drop has nothing to apply to: the budget applies to a "
+                             "--prune LOW:HIGH range or to quantization",
+                             expected="--prune LOW:HIGH or --quantize int8|fp16|int8-dynamic",
+                             found=f"fixed prune.ratio {p.ratio} and quantize.mode none",
+                             hint="a fixed ratio is not searched; give a range, e.g. --prune 0.3:0.7")
+        unused = "min_cosine" if q.min_cosine is not None else (
+            "max_accuracy_drop" if q.max_accuracy_drop is not None and not searched else None)
+        if unused is not None:
+            raise InputError(f"quantize.{unused} is set but nothing is quantized: a quantization budget needs "
+                             "--quantize int8/fp16/int8-dynamic", expected="quantize.mode int8 | fp16 | int8-dynamic",
+                             found="quantize.mode none", hint="add --quantize int8 (or remove the budget)")
 
     @property
     def stages(self) -> list[str]:
@@ -196,7 +228,8 @@ class Recipe:
         tflite, tensorrt = "tflite" in self.targets, "tensorrt" in self.targets
         onnx = bool({"onnx", "tensorrt", "openvino"} & set(self.targets))  # TensorRT and OpenVINO read the ONNX
         stages = ["export_onnx"] if onnx else []
-        if self.prune.ratio is not None or self.prune.target_macs is not None:
+        p = self.prune
+        if p.ratio is not None or p.target_macs is not None or p.method == "2:4":  # 2:4 has a fixed sparsity
             stages += ["prune"] + (["export_onnx"] if onnx else [])
         if onnx and self.quantize.mode != "none":
             stages.append("quantize_onnx")
@@ -217,25 +250,27 @@ class Recipe:
         return _lists(d)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
-        """Build a recipe from a dict; unknown keys raise InputError."""
+    def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
+        """Build a recipe from a dict; unknown keys and badly typed values raise InputError."""
+        if not isinstance(data, Mapping):
+            raise InputError("a recipe must be a mapping", found=type(data).__name__)
         data = dict(data)
-        data.pop("schema_version", None)
-        data.pop("stages", None)
-        sections = {"export": ExportConfig, "parity": ParityConfig, "benchmark": BenchmarkConfig,
-                    "quantize": QuantizeConfig, "prune": PruneConfig, "tensorrt": TensorRTConfig}
-        kwargs: dict[str, Any] = {}
+        version = data.pop("schema_version", SCHEMA_VERSION)
+        if type(version) is not int or version != SCHEMA_VERSION:
+            raise InputError(f"unsupported recipe schema_version {version!r}", expected=str(SCHEMA_VERSION),
+                             found=repr(version), hint="write the recipe for this edgesdk version, or upgrade edgesdk")
+        data.pop("stages", None)  # derived from the rest; written by to_dict for readers
         _check_keys("recipe", data, {f.name for f in fields(cls)})
+        kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key in sections:
-                if not isinstance(value, dict):
-                    raise InputError(f"recipe section '{key}' must be a mapping", found=type(value).__name__)
-                sec = sections[key]
+            if key in _SECTIONS:
+                value = {} if value is None else value  # an empty section, e.g. every line commented out
+                if not isinstance(value, Mapping):
+                    raise InputError(f"recipe section '{key}' must be a mapping", found=type(value).__name__,
+                                     hint=f"write '{key}:' followed by indented 'field: value' lines")
+                sec = _SECTIONS[key]
                 _check_keys(f"recipe.{key}", value, {f.name for f in fields(sec)})
-                value = {k: tuple(v) if isinstance(v, list) and k != "shapes" else v for k, v in value.items()}
                 kwargs[key] = sec(**value)
-            elif key == "targets":
-                kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else tuple(str(value).split(","))
             else:
                 kwargs[key] = value
         return cls(**kwargs)
@@ -254,14 +289,21 @@ class Recipe:
             raise InputError(f"recipe file {p} is not valid YAML", found=str(e).splitlines()[0]) from e
         if not isinstance(data, dict):
             raise InputError(f"recipe file {p} must hold a mapping", found=type(data).__name__)
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except InputError as e:
+            raise InputError(f"recipe file {p}: {e.what}", expected=e.expected, found=e.found, hint=e.hint) from None
 
     def replace(self, **sections: dict[str, Any]) -> "Recipe":
         """Return a copy with fields of sections overridden, e.g. ``replace(export={"opset": 17})``."""
         kwargs: dict[str, Any] = {}
+        _check_keys("recipe", sections, {f.name for f in fields(self)})
         for key, value in sections.items():
             current = getattr(self, key)
-            kwargs[key] = dataclasses.replace(current, **value) if dataclasses.is_dataclass(current) else value
+            if dataclasses.is_dataclass(current):
+                _check_keys(f"recipe.{key}", value, {f.name for f in fields(current)})
+                value = dataclasses.replace(current, **value)
+            kwargs[key] = value
         return dataclasses.replace(self, **kwargs)
 
 
@@ -333,17 +375,219 @@ FLAT_OPTIONS: dict[str, tuple[str, str]] = {
 
 
 def apply_options(recipe: Recipe, **options: Any) -> Recipe:
-    """Override recipe fields with flat options, e.g. ``apply_options(r, opset=17, benchmark=False)``."""
-    sections: dict[str, dict[str, Any]] = {}
+    """Override recipe fields with flat options, e.g. ``apply_options(r, opset=17, benchmark=False)``.
+
+    Values are coerced and checked like recipe fields (``targets="onnx,tflite"``, ``batches=8``).
+    """
+    if not isinstance(recipe, Recipe):
+        raise InputError("recipe must be an edgesdk Recipe", found=type(recipe).__name__,
+                         hint="build one with Recipe.from_yaml(path) or Recipe.from_dict({...})")
+    sections: dict[str, Any] = {}
     for key, value in options.items():
         if key == "targets":
-            recipe = dataclasses.replace(recipe, targets=tuple(value))
+            sections["targets"] = value
             continue
         if key not in FLAT_OPTIONS:
             raise InputError(f"unknown option {key!r}", expected=", ".join(sorted([*FLAT_OPTIONS, "targets"])),
                              found=key)
         section, name = FLAT_OPTIONS[key]
-        if isinstance(value, list):
-            value = tuple(value)
         sections.setdefault(section, {})[name] = value
     return recipe.replace(**sections) if sections else recipe
+
+
+# -- field checks ---------------------------------------------------------------------------------------------------
+
+_SECTIONS: dict[str, type] = {"export": ExportConfig, "parity": ParityConfig, "benchmark": BenchmarkConfig,
+                              "quantize": QuantizeConfig, "prune": PruneConfig, "tensorrt": TensorRTConfig}
+_SECTION_NAMES: dict[type, str] = {cls: name for name, cls in _SECTIONS.items()}
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """A numeric range a field (or each element of a list field) must lie in."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def holds(self, v: float) -> bool:
+        return ((self.lo is None or (v > self.lo if self.open_lo else v >= self.lo))
+                and (self.hi is None or (v < self.hi if self.open_hi else v <= self.hi)))
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.open_lo else '>='} {self.lo}"
+        return f"in {'(' if self.open_lo else '['}{self.lo}, {self.hi}{')' if self.open_hi else ']'}"
+
+
+_AT_LEAST_0, _AT_LEAST_1, _POSITIVE = _Bound(0), _Bound(1), _Bound(0, open_lo=True)
+_COSINE, _RATIO = _Bound(0, 1, open_lo=True), _Bound(0, 1, open_lo=True, open_hi=True)
+
+# section.field -> the range its value (each element, for lists) must lie in; None is always allowed where typed so
+_BOUNDS: dict[str, _Bound] = {
+    "export.opset": _Bound(7, 23),
+    "parity.atol": _AT_LEAST_0, "parity.rtol": _AT_LEAST_0, "parity.min_cosine": _COSINE,
+    "parity.batches": _AT_LEAST_1, "parity.batch_size": _AT_LEAST_1, "parity.seed": _AT_LEAST_0,
+    "benchmark.batches": _AT_LEAST_1, "benchmark.threads": _AT_LEAST_1, "benchmark.warmup": _AT_LEAST_0,
+    "benchmark.iterations": _AT_LEAST_1, "benchmark.duration_s": _POSITIVE,
+    "quantize.calib_samples": _AT_LEAST_1, "quantize.max_accuracy_drop": _AT_LEAST_0, "quantize.min_cosine": _COSINE,
+    "prune.ratio": _RATIO, "prune.ratio_max": _RATIO, "prune.target_macs": _AT_LEAST_1,
+    "prune.round_to": _AT_LEAST_1, "prune.recover_steps": _AT_LEAST_0, "prune.recover_lr": _POSITIVE,
+    "prune.max_accuracy_drop": _AT_LEAST_0,
+    "tensorrt.batch": _AT_LEAST_1, "tensorrt.workspace_mb": _AT_LEAST_1, "tensorrt.dla_core": _AT_LEAST_0,
+    "tensorrt.optimization_level": _Bound(0, 5),
+}
+# section.field -> (what one value is called, the allowed values)
+_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "targets": ("target", KNOWN_TARGETS), "export.exporter": ("exporter", EXPORTERS),
+    "benchmark.backends": ("backend", BACKENDS), "quantize.mode": ("quantize mode", QUANT_MODES),
+    "quantize.calib_method": ("calibration method", CALIB_METHODS),
+    "quantize.target": ("quantization target", QUANT_TARGETS), "prune.method": ("pruning method", PRUNE_METHODS),
+    "prune.importance": ("pruning importance", PRUNE_IMPORTANCES),
+    "tensorrt.hardware_compatibility": ("TensorRT hardware compatibility", TRT_HARDWARE_COMPATIBILITY),
+}
+_NON_EMPTY = {"targets", "benchmark.batches", "benchmark.backends"}
+# list fields that also take one string of items: "onnx,tflite", "1,8", "1:8:32"
+_SEPARATORS = {"targets": ",", "benchmark.backends": ",", "benchmark.batches": ",", "tensorrt.batch": ":"}
+# advice added to errors about these fields
+_HINTS: dict[str, str] = {
+    "targets": "fix --targets or 'targets:' in the recipe, e.g. targets: [onnx, tflite]",
+    "export.opset": "the default is 18",
+    "benchmark.threads": "leave it out to let the backend choose",
+    "prune.ratio": "e.g. --prune 0.5 or a range --prune 0.3:0.7 (recipe: ratio: 0.3, ratio_max: 0.7)",
+    "prune.ratio_max": "e.g. --prune 0.3:0.7",
+    "tensorrt.batch": 'MIN:OPT:MAX, e.g. batch: [1, 8, 32] or batch: "1:8:32"',
+}
+_COLON_FIELDS = {"prune.method", "tensorrt.batch"}  # values written with colons, which YAML 1.1 may read as base 60
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # PyYAML leaves 1e-3 (no dot) a string
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+@cache
+def _hints_of(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _normalize(section: Any, name: str) -> None:
+    """Coerce each field of a frozen section to its annotated type, then check its range and choices."""
+    for f in fields(section):
+        where = f"{name}.{f.name}"
+        value = _coerce(where, getattr(section, f.name), _hints_of(type(section))[f.name])
+        _check_value(where, value)
+        object.__setattr__(section, f.name, value)
+
+
+def _bad(where: str, what: str, value: Any, expected: str) -> InputError:
+    hint = None
+    if where in _COLON_FIELDS and type(value) is int and value >= 60:  # YAML 1.1: unquoted 2:4 is 124
+        text = _base60(value)
+        hint = f'quote it: "{text}" (YAML reads an unquoted {text} as the base-60 number {value})'
+    elif isinstance(value, str) and expected.endswith("unquoted"):  # opset: '17', enabled: 'false'
+        hint = "write the value without quotes (YAML reads a quoted value as text)"
+    return InputError(f"{where} {what}", expected=expected, found=f"{value!r} ({type(value).__name__})",
+                      hint=hint or _HINTS.get(where))
+
+
+def _base60(value: int) -> str:
+    digits: list[str] = []
+    while value:
+        value, rest = divmod(value, 60)
+        digits.append(str(rest))
+    return ":".join(reversed(digits))
+
+
+def _describe(tp: Any) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(_describe(a) for a in inner) + " (or null)"
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    if origin is dict:
+        return "a mapping"
+    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(where: str, value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` (a field annotation), or an InputError naming ``where``."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(where, value, inner)
+    if value is None:
+        raise _bad(where, "cannot be null", value, _describe(tp))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _bad(where, "must be true or false", value, "true or false, unquoted")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, float) and not value.is_integer()):
+            raise _bad(where, "must be an integer", value, "an integer, unquoted")
+        return int(value)
+    if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _bad(where, "must be a number", value, "a number, e.g. 0.001 or 1e-3")
+        if not math.isfinite(value):
+            raise _bad(where, "must be a finite number", value, "a finite number (not NaN or infinity)")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _bad(where, "must be a string", value, _describe_choices(where) or "a string")
+        return value
+    if origin is tuple:
+        elem = args[0]
+        if isinstance(value, str):
+            sep = _SEPARATORS.get(where)
+            items: list[Any] = [v.strip() for v in value.split(sep)] if sep else [value]
+            if elem is int:
+                if not all(re.fullmatch(r"[-+]?\d+", v) for v in items):
+                    raise _bad(where, "must be a list of integers", value,
+                               f"integers{f' separated by {sep!r}' if sep else ''} or a list")
+                items = [int(v) for v in items]
+            elif sep:
+                items = [v for v in items if v]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        elif elem is int and type(value) in (int, float) and where != "tensorrt.batch":
+            items = [value]  # batches: 8 -> (8,); a TensorRT batch range needs MIN:OPT:MAX
+        else:
+            raise _bad(where, f"must be {_describe(tp)}", value, _describe(tp))
+        return tuple(_coerce(where, v, elem) for v in items)
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _bad(where, "must be a mapping", value, "a mapping of input name -> value")
+        return dict(value)
+    return value
+
+
+def _check_value(where: str, value: Any) -> None:
+    """Range and choice checks of one (already coerced) field value; None passes."""
+    items = value if isinstance(value, tuple) else (value,)
+    if where in _NON_EMPTY and not items:
+        raise InputError(f"{where} cannot be empty", expected=_describe_choices(where) or "at least one value",
+                         found="nothing", hint=_HINTS.get(where))
+    if where in _CHOICES:
+        noun, allowed = _CHOICES[where]
+        bad = [v for v in items if v not in allowed]
+        if bad:
+            raise InputError(f"unknown {noun} {', '.join(map(repr, bad))} in {where}",
+                             expected=" | ".join(allowed), found=", ".join(map(str, bad)), hint=_HINTS.get(where))
+    bound = _BOUNDS.get(where)
+    if bound is not None:
+        bad = [v for v in items if v is not None and not bound.holds(v)]
+        if bad:
+            raise InputError(f"{where} must be {bound}", expected=f"{where} {bound}",
+                             found=", ".join(map(str, bad)), hint=_HINTS.get(where))
+    if where == "tensorrt.batch" and value and (len(value) != 3 or not value[0] <= value[1] <= value[2]):
+        raise InputError("tensorrt.batch must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX",
+                         found=":".join(map(str, value)), hint="e.g. --trt-batch 1:8:32 or batch: [1, 8, 32]")
+
+
+def _describe_choices(where: str) -> str | None:
+    return " | ".join(_CHOICES[where][1]) if where in _CHOICES else None
