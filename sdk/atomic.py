@@ -20,8 +20,11 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,6 +35,18 @@ log = logging.getLogger(__name__)
 
 _STAGE_PREFIX = ".edgesdk-stage-"
 _OLD_PREFIX = ".edgesdk-old-"
+_OWNER_FILE = ".edgesdk-owner"  # "PID HOST" of the run writing a staging dir; removed before the swap
+_STALE_AFTER_S = 3600.0  # a staging dir whose owner cannot be checked is stale after this long unchanged
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe per call.
+_FILE_MODE = 0o666 & ~_read_umask()
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -49,6 +64,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; give outputs the usual 0666 & ~umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -108,20 +124,65 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def _leftovers(parent: Path, prefix: str, name: str) -> list[Path]:
+    """Directories in ``parent`` named exactly ``{prefix}{name}-{8 hex}`` (not those of an output ``name-2``)."""
+    pattern = re.compile(re.escape(prefix + name) + r"-[0-9a-f]{8}")
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries
+            if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _stage_in_use(stage: Path) -> bool:
+    """Whether a staging dir may belong to a live run: its owner PID (same host) is alive, or, when the
+    owner cannot be checked (no/foreign/unreadable owner file), it changed within ``_STALE_AFTER_S``."""
+    try:
+        pid_text, host = (stage / _OWNER_FILE).read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        pid, host = 0, ""
+    if pid > 0 and host == socket.gethostname():
+        return _pid_alive(pid)
+    try:
+        return time.time() - stage.stat().st_mtime < _STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def clean_stale(parent: Path, name: str) -> list[Path]:
     """Remove staging/old directories left by an interrupted run; restore a lost output dir.
 
     If a run died between moving the previous set aside and moving the new one in,
-    the previous set is put back.
+    the previous set is put back. Staging directories of live runs are left alone.
     """
     removed: list[Path] = []
     target = parent / name
-    olds = sorted(parent.glob(f"{_OLD_PREFIX}{name}-*"))
-    if not target.exists() and olds:
+    olds = sorted(_leftovers(parent, _OLD_PREFIX, name), key=lambda p: (_mtime(p), p.name))
+    if not os.path.lexists(target) and olds:
         os.replace(olds[-1], target)
         log.warning("restored the previous output set %s after an interrupted run", target)
         olds = olds[:-1]
-    for stale in [*parent.glob(f"{_STAGE_PREFIX}{name}-*"), *olds]:
+    stages = [st for st in _leftovers(parent, _STAGE_PREFIX, name) if not _stage_in_use(st)]
+    for stale in [*stages, *olds]:
         shutil.rmtree(stale, ignore_errors=True)
         removed.append(stale)
     if removed:
@@ -135,8 +196,15 @@ def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield a staging directory; on success it replaces ``out_dir`` as a whole.
 
     On an exception the staging directory is removed and ``out_dir`` is untouched.
+    A symlinked ``out_dir`` is followed: the set is staged beside and swapped into its target.
     """
-    out = Path(out_dir).absolute()
+    try:
+        out = Path(out_dir).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13)
+        raise InputError(f"cannot resolve the output path {out_dir}", found=str(e),
+                         hint="fix or remove the symlink, or choose another -o/--out path") from e
+    if out != Path(os.path.abspath(out_dir)):
+        log.info("the output path %s leads through a symlink; writing to %s", out_dir, out)
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} exists and is not a directory",
                          expected="a directory (new or from an earlier run)",
@@ -156,16 +224,21 @@ def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     stage = parent / f"{_STAGE_PREFIX}{out.name}-{uuid.uuid4().hex[:8]}"
     try:
         stage.mkdir()
+        (stage / _OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
     except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
         raise _write_error(e, out) from e
     try:
         yield stage
     except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS and _about(e, stage):
             raise _write_error(e, out) from e
         raise
     try:
+        # Not part of the set. The removal also refreshes the dir's mtime, which keeps it from looking
+        # stale (see _stage_in_use) for the moment until the swap.
+        (stage / _OWNER_FILE).unlink(missing_ok=True)
         _swap_in(stage, out)
     except OSError as e:
         shutil.rmtree(stage, ignore_errors=True)
@@ -173,16 +246,37 @@ def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
         raise _write_error(e, out) from e
 
 
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+# Errnos that, raised while the set is written, mean the output location cannot take it.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+
+_WRITE_REASONS = {
+    errno.ENOSPC: ("the disk is full", "free some space"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space"),
+    errno.EFBIG: ("a file is too large for the filesystem", "use another filesystem"),
+    errno.EROFS: ("the filesystem is read-only", "use a writable filesystem"),
+    errno.EIO: ("the disk reported an I/O error", "check the disk"),
+    errno.EACCES: ("permission denied", "fix the permissions"),
+    errno.EPERM: ("permission denied", "fix the permissions"),
+    errno.ENOENT: ("the parent folder does not exist or is not a folder", "check the path"),
+    errno.ENOTDIR: ("the parent folder does not exist or is not a folder", "check the path"),
+}
+
+
+def _about(e: OSError, stage: Path) -> bool:
+    """Whether ``e`` is about the staging dir (an error naming no file counts: a failed write names none)."""
+    if e.filename is None:
+        return True
+    try:
+        return Path(os.fsdecode(e.filename)).absolute().is_relative_to(stage)
+    except (TypeError, ValueError):
+        return False
 
 
 def _write_error(e: OSError, out: Path) -> OutputWriteError:
-    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-            errno.EROFS: "the filesystem is read-only", errno.EIO: "the disk reported an I/O error"}.get(
-        e.errno, "permission denied")
+    what, fix = _WRITE_REASONS.get(e.errno or 0, (e.strerror or str(e), "check the path"))
     return OutputWriteError(f"cannot write the output directory {out}: {what}",
                             found=f"{e.strerror or e} ({e.filename or out})",
-                            hint="free some space or fix the permissions, or choose another -o/--out; "
+                            hint=f"{fix}, or choose another -o/--out; "
                                  "nothing was written: the directory holds what it held before (if anything)")
 
 
