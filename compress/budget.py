@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .quantize import QuantInfo, _Reader, preprocess, quantize_onnx
+from .quantize import QuantInfo, _fixed_batch, _Reader, preprocess, quantize_onnx
 
 log = logging.getLogger(__name__)
 _ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Elu",
@@ -93,8 +93,9 @@ class AccuracyBudget:
         aug_f, aug_q = work / "aug_float.onnx", work / "aug_qdq.onnx"
         modify_model_output_intermediate_tensors(str(pre), str(aug_f))
         modify_model_output_intermediate_tensors(str(qdq), str(aug_q))
-        float_act = collect_activations(str(aug_f), _Reader(sample, batch=8))
-        qdq_act = collect_activations(str(aug_q), _Reader(sample, batch=8))
+        fixed = _fixed_batch(pre)
+        float_act = collect_activations(str(aug_f), _Reader(sample, batch=fixed or 8, exact=fixed is not None))
+        qdq_act = collect_activations(str(aug_q), _Reader(sample, batch=fixed or 8, exact=fixed is not None))
         sqnr = {t: e["xmodel_err"] for t, e in compute_activation_error(
             create_activation_matching(qdq_act, float_act)).items() if np.isfinite(e.get("xmodel_err", np.nan))}
         nodes = onnx.load(str(pre), load_external_data=False).graph.node
@@ -131,7 +132,7 @@ class AccuracyBudget:
                                      preprocess=False)
                 s = self.score(out)
                 tries.append({"float_nodes": len(exclude), **s})
-                self.say(f"INT8 with {len(exclude)} node(s) in float: {self.shortfall(s) if not s['met'] else 'budget met'}"
+                self.say(f"{q.mode.upper()} with {len(exclude)} node(s) kept in float: {self.shortfall(s) if not s['met'] else 'budget met'}"
                          f" (cosine {s['cosine']:.4f}" + (f", accuracy {s['accuracy']:.2f}%)" if s["accuracy"] is not None
                                                          else ")"))
                 return info, s
@@ -157,6 +158,14 @@ class AccuracyBudget:
                         break
                     k *= 2
             best_info.preprocessed, best_info.preprocess_note = pre_info.preprocessed, pre_info.preprocess_note
+            if q.mode == "int8":
+                from .quantize import op_histogram
+
+                hist = op_histogram(dst)
+                if not hist.get("QuantizeLinear") and not hist.get("DequantizeLinear"):
+                    best_info.warnings.append(
+                        "the budget kept every quantizable node in float: this 'int8' artifact is FP32 in all but "
+                        "name (larger and no faster); ship the FP32 artifact, or loosen the budget")
             meta = {"max_accuracy_drop": q.max_accuracy_drop, "min_cosine": q.min_cosine, "met": best["met"],
                     "result": best, "shortfall": None if best["met"] else self.shortfall(best),
                     "float_nodes": reasons, "tries": tries}

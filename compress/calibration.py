@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from edgesdk.errors import InputError
-from edgesdk.intake import check_feeds_match, load_npz
+from edgesdk.intake import check_feeds_match, check_labels, load_npz
 
 
 def _from_dir(path: Path) -> dict[str, np.ndarray]:
@@ -102,9 +102,11 @@ def load_calibration(source: Any, examples: Mapping[str, np.ndarray], *, samples
         data, desc = {k: np.asarray(v) for k, v in source.items()}, "in-memory arrays"
     else:
         data, desc = _from_iterable(source), "Python iterable"
-    data = {k: v for k, v in data.items() if k in examples or k != "labels"}
-    check_feeds_match(data, dict(examples), what=what)
+    data = {k: v for k, v in data.items() if k in examples or k == "labels"}  # other arrays are not inputs
+    check_feeds_match({k: v for k, v in data.items() if k != "labels"}, dict(examples), what=what)
     n = len(next(iter(data[k] for k in examples)))
+    if "labels" in data:
+        check_labels(data["labels"], n, what=what)
     if samples is not None and n > samples:
         data = {k: v[:samples] for k, v in data.items()}
         n = samples

@@ -147,6 +147,22 @@ def _to_channels_last(model: Any, example_inputs: Mapping[str, Any], calib: Mapp
     return wrapped, examples, calib, {n: "channels_last" for n in names if n in keys}
 
 
+def _batch_shapes(model: Any, n: int) -> tuple:
+    """torch.export dynamic_shapes with a symbolic batch for each of ``n`` inputs, shaped like forward()'s
+    parameters (a ``forward(*args)`` wrapper, such as the channels-last one, takes them as one tuple)."""
+    import inspect
+
+    import torch
+
+    batch = torch.export.Dim("batch")
+    per_input = tuple({0: batch} for _ in range(n))
+    params = [p for p in inspect.signature(model.forward).parameters.values()
+              if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        return (per_input,)
+    return per_input
+
+
 def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision: str,
             calib: Mapping[str, np.ndarray] | None, output_names: list[str] | None, dynamic_batch: bool) -> TFLiteInfo:
     import litert_torch
@@ -156,7 +172,7 @@ def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision
     args = tuple(example_inputs[n] for n in names)
     if dynamic_batch and all(a.shape[0] == 1 for a in args):
         args = tuple(torch.cat([a, a]) for a in args)  # torch.export specialises size-1 dims
-    shapes = tuple({0: torch.export.Dim("batch")} for _ in args) if dynamic_batch else None
+    shapes = _batch_shapes(model, len(args)) if dynamic_batch else None
     t0 = time.perf_counter()
     info = TFLiteInfo(path=path, precision=precision, dynamic_batch=dynamic_batch)
     with tempfile.TemporaryDirectory(prefix=".tflite-", dir=path.parent) as tmp:

@@ -59,11 +59,12 @@ class QuantInfo:
 class _Reader:
     """onnxruntime CalibrationDataReader over arrays named like the inputs, in small batches."""
 
-    def __init__(self, data: Mapping[str, np.ndarray], batch: int = 16,
+    def __init__(self, data: Mapping[str, np.ndarray], batch: int = 16, exact: bool = False,
                  on_progress: Callable[[int, int], None] | None = None) -> None:
         n = len(next(iter(data.values())))
+        last = n - batch + 1 if exact else n  # exact: only whole batches (a fixed-batch model takes no other)
         self._batches = [{k: np.ascontiguousarray(v[i:i + batch]) for k, v in data.items()}
-                         for i in range(0, n, batch)]
+                         for i in range(0, max(last, 0), batch)]
         self._it = iter(self._batches)
         self._served = 0
         self._on_progress = on_progress
@@ -91,6 +92,20 @@ def _tmpdir(near: Path) -> Iterator[Path]:
         import shutil
 
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _fixed_batch(path: Path) -> int | None:
+    """The batch size a fixed-batch ONNX model takes (its first input's dim 0), None when it is dynamic."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    for vi in graph.input:
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    return None
 
 
 def op_histogram(path: str | Path) -> Counter:
@@ -149,7 +164,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, mode: str, calib: Mapping
     with _tmpdir(dst) as tmp:
         out = tmp / dst.name
         if mode == "fp16":
-            _fp16(src, out)
+            _fp16(src, out, nodes_to_exclude)
             info.activation_type = info.weight_type = "float16"
         elif mode == "int8-dynamic":
             hist = op_histogram(src)
@@ -177,7 +192,9 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, mode: str, calib: Mapping
             extra = {"ActivationSymmetric": sym, "WeightSymmetric": True}
             if calib_method == "percentile":
                 extra["CalibPercentile"] = 99.999
-            quantize_static(str(pre), str(out), _Reader(calib, on_progress=on_progress), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            fixed = _fixed_batch(pre)  # a fixed-batch model is calibrated in batches of exactly that size
+            reader = _Reader(calib, batch=fixed or 16, exact=fixed is not None, on_progress=on_progress)
+            quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=act, weight_type=QuantType.QInt8, calibrate_method=method,
                             nodes_to_exclude=list(nodes_to_exclude) or None, extra_options=extra)
             info.activation_type = "int8" if sym else "uint8"
@@ -189,11 +206,12 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, mode: str, calib: Mapping
     return info
 
 
-def _fp16(src: Path, dst: Path) -> None:
-    """FP16 weights and compute; inputs and outputs stay FP32 so callers feed the same arrays."""
+def _fp16(src: Path, dst: Path, exclude: list[str] | tuple[str, ...] = ()) -> None:
+    """FP16 weights and compute; inputs and outputs stay FP32 so callers feed the same arrays; the nodes
+    named in ``exclude`` stay FP32 (casts are inserted around them)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
-    model = convert_float_to_float16(model, keep_io_types=True)
+    model = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(exclude) or None)
     onnx.save(model, str(dst))

@@ -43,8 +43,15 @@ class _IO:
 
 
 def quantize(x: np.ndarray, io: _IO) -> tuple[np.ndarray, bool]:
-    """Float -> integer with the tensor's scale/zero point; returns (array, whether anything was clipped)."""
-    q = np.round(x / io.scale) + io.zero
+    """Float -> integer with the tensor's scale/zero point; returns (array, whether anything was clipped).
+
+    Rounds half away from zero, as TFLite's own quantize kernel does (numpy's round goes to even); NaN
+    maps to the zero point (an integer tensor has no NaN; check_finite=True refuses such feeds).
+    """
+    with np.errstate(invalid="ignore"):
+        v = x / io.scale
+        q = np.trunc(v + np.copysign(0.5, v)) + io.zero
+        q = np.where(np.isnan(q), io.zero, q)
     clipped = bool((q < io.qmin).any() or (q > io.qmax).any())
     return np.clip(q, io.qmin, io.qmax).astype(io.dtype), clipped
 
@@ -103,7 +110,10 @@ class LiteRTSession(Session):
 
     def _spec(self, io: _IO) -> TensorSpec:
         dtype = io.dtype.name if (io.scale is None or self.raw_io) else "float32"
-        shape = tuple("batch" if (i == 0 and (d < 0 or self._per_sample)) else (d if d >= 0 else f"dim{i}")
+        # litert-torch writes outputs with the traced batch (e.g. [2, 10]) even when the input batch is -1;
+        # an output of such a model follows the input batch
+        batch_in = self._per_sample or any(i.shape_sig[:1] == [-1] for i in self._in)
+        shape = tuple("batch" if (i == 0 and (d < 0 or batch_in)) else (d if d >= 0 else f"dim{i}")
                       for i, d in enumerate(io.shape_sig))
         return TensorSpec(io.name, dtype, shape)
 

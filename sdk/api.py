@@ -26,7 +26,7 @@ from . import __version__
 from .atomic import staged_output_dir, write_json
 from .progress import counter
 from .errors import BudgetError, InputError, ParityError
-from .intake import check_feeds_match
+from .intake import check_feeds_match, check_labels
 from .parity import DEFAULT_TOLERANCES, compare
 from .pipeline import Artifact, StageContext, run_stages
 from .recipe import Recipe, apply_options
@@ -80,13 +80,14 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     from edgesdk.compress import stages as _stages  # noqa: F401  (registers the stages)
 
     say = progress or (lambda msg: log.info(msg))
-    recipe = apply_options(recipe or Recipe(), **options)
+    recipe = apply_options(recipe or Recipe(), **options).validate()
     if not isinstance(model, torch.nn.Module):
         raise InputError("compress() needs a torch.nn.Module", expected="torch.nn.Module",
                          found=type(model).__name__)
     model = model.eval()
     examples = _normalize_inputs(example_inputs)
     examples_np = {k: v.detach().cpu().numpy() for k, v in examples.items()}
+    _check_model_runs(model, examples)
     from edgesdk.compress.calibration import image_preprocess, load_calibration
 
     calib_source = None
@@ -97,6 +98,8 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     if eval_data is not None:
         eval_data = dict(eval_data)
         check_feeds_match({k: v for k, v in eval_data.items() if k != "labels"}, examples_np, what="eval data")
+        if "labels" in eval_data:
+            check_labels(np.asarray(eval_data["labels"]), len(eval_data[next(iter(examples_np))]), what="eval data")
     q = recipe.quantize
     if q.mode == "int8" and calib_data is None:
         raise InputError("static INT8 needs calibration data", expected="--calib FILE.npz | DIR-of-.npy | random",
@@ -140,8 +143,9 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
         if q.mode != "none" and (q.max_accuracy_drop is not None or q.min_cosine is not None):
             from edgesdk.compress.budget import AccuracyBudget
 
-            ctx.records["budget"] = AccuracyBudget(recipe, calib_data, eval_data, list(examples),
-                                                   baseline_accuracy, reference_inputs, reference_outputs, say)
+            ctx.records["budget"] = AccuracyBudget(recipe, _inputs_only(calib_data, examples), eval_data,
+                                                   list(examples), baseline_accuracy, reference_inputs,
+                                                   reference_outputs, say)
         failures: list[str] = []
 
         def check(art: Artifact) -> None:
@@ -247,6 +251,10 @@ def _normalize_inputs(example_inputs: Any) -> dict[str, Any]:
         if value.ndim == 0:
             raise InputError(f"example input {name!r} is a scalar", expected="a tensor with a batch dimension",
                              found="shape ()")
+        if value.dtype == torch.bfloat16:
+            raise InputError(f"example input {name!r} is bfloat16, which the runtimes cannot be fed from numpy",
+                             expected="float32, float16 or integer inputs",
+                             hint="take float32 inputs and cast inside the model (x.to(torch.bfloat16))")
         out[str(name)] = value
     return out
 
@@ -255,20 +263,50 @@ def _specs(arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
     return [{"name": k, "dtype": str(v.dtype), "shape": ["batch", *v.shape[1:]]} for k, v in arrays.items()]
 
 
+def _inputs_only(data: Mapping[str, np.ndarray] | None, examples: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """The model-input arrays of a data dict (``labels`` and the like are not fed to quantizers)."""
+    return None if data is None else {k: data[k] for k in examples if k in data}
+
+
+def _check_model_runs(model: Any, examples: Mapping[str, Any]) -> None:
+    """Run the model once on the example inputs; a failure there is the user's input spec, not our bug."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = model(*examples.values())
+    except Exception as e:  # noqa: BLE001 - any error the user's forward raises is reported as bad input
+        first = " ".join(str(e).split())[:300]
+        spec = ", ".join(f"{k}: {str(v.dtype).replace('torch.', '')}[{'x'.join(map(str, v.shape))}]"
+                         for k, v in examples.items())
+        raise InputError("the model fails on the example inputs", expected="inputs the model's forward accepts",
+                         found=f"{spec} -> {type(e).__name__}: {first}",
+                         hint="fix the shapes or dtypes in --input NAME:1x3x224x224[:dtype] (or --example-inputs); "
+                              "the order of --input follows forward()'s arguments") from e
+    flat = list(out.values()) if isinstance(out, Mapping) else (list(out) if isinstance(out, (tuple, list)) else [out])
+    bad = [type(o).__name__ for o in flat if not isinstance(o, torch.Tensor)]
+    if bad or not flat:
+        raise InputError("the model's outputs cannot be exported", expected="a tensor, or a flat tuple/list/dict of "
+                         "tensors", found=f"{type(out).__name__} holding {', '.join(bad) or 'nothing'}",
+                         hint="flatten nested outputs in forward() (return a, b, c rather than (a, (b, c)))")
+
+
 def _reference_inputs(examples: dict[str, np.ndarray], recipe: Recipe,
                       data: Mapping[str, np.ndarray] | None) -> list[dict[str, np.ndarray]]:
     """The example inputs plus ``recipe.parity.batches`` more: from data when given, else generated."""
     batches = [examples]
     n, bs = recipe.parity.batches, recipe.parity.batch_size
+    if not recipe.export.dynamic_batch:  # a fixed-batch artifact only takes batches of the examples' size
+        bs = len(next(iter(examples.values())))
     if data is not None:
-        total = min(len(next(iter(data.values()))) if data else 0, n * bs)
-        for start in range(0, total, bs):
+        total = min(len(data[next(iter(examples))]) if data else 0, n * bs)
+        for start in range(0, total - bs + 1, bs):
             batches.append({k: np.ascontiguousarray(data[k][start:start + bs]) for k in examples})
     rng = np.random.default_rng(recipe.parity.seed)
     while len(batches) < n + 1:
         feeds = {}
         for name, ex in examples.items():
-            shape = (bs, *ex.shape[1:]) if recipe.export.dynamic_batch else ex.shape
+            shape = (bs, *ex.shape[1:])
             if np.issubdtype(ex.dtype, np.floating):
                 lo, hi = (float(ex.min()), float(ex.max())) if ex.size else (0.0, 1.0)
                 lo, hi = (0.0, 1.0) if hi <= lo else (lo, hi)
@@ -299,7 +337,15 @@ def _gate(art: Artifact, recipe: Recipe, ref_in: list[dict[str, np.ndarray]],
     from edgesdk.runtimes.layout import adapt_layout
 
     atol, rtol, min_cos = _tolerance(recipe, art.precision)
-    for i, backend in enumerate(_backends_for(art, recipe)):
+    backends = _backends_for(art, recipe)
+    if not backends:  # every artifact is verified: one the requested backends cannot run is an input error
+        from edgesdk.runtimes.registry import FORMAT_BACKENDS
+
+        raise InputError(f"none of the requested backends can run {art.name} ({art.format})",
+                         expected=f"a backend for {art.format}: {', '.join(FORMAT_BACKENDS.get(art.format, []))}",
+                         found=f"--backends {','.join(recipe.benchmark.backends)}",
+                         hint="add 'auto' to --backends, or drop the target that makes this artifact")
+    for i, backend in enumerate(backends):
         with load(art.path, backend=backend) as sess:
             ref_layout = adapt_layout(sess, art.meta.get("input_layout"))  # reference data is N,C,H,W
             got = [ref_layout.run(feeds) for feeds in ref_in]

@@ -26,8 +26,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgeSDKError as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
+            if ctx.obj and ctx.obj.get("debug"):  # the traceback, then the same exit code as without --debug
+                import traceback
+
+                traceback.print_exc()
             click.secho(f"error: {e.format()}", fg="red", err=True)
             sys.exit(e.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
@@ -232,7 +234,10 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
         "trt_batch": _ints(trt_batch, "--trt-batch", 3) if trt_batch else None, "trt_workspace_mb": trt_workspace,
         "trt_sparse": True if trt_sparse else None, "trt_dla_core": trt_dla_core,
     }
-    recipe = apply_options(recipe, **{k: v for k, v in flags.items() if v is not None})
+    given = {k: v for k, v in flags.items() if v is not None}
+    if prune_text:  # --prune 0.5 replaces a range from --recipe: its HIGH end goes too
+        given["prune_max"] = flags.get("prune_max")
+    recipe = apply_options(recipe, **given).validate()
     if not input_specs and not example_inputs:
         raise InputError("no model inputs given", expected="--input NAME:1x3x224x224[:dtype] or --example-inputs FILE.npz",
                          hint="e.g. --input x:1x1x8x8")
@@ -240,7 +245,8 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
         raise InputError("give either --input or --example-inputs, not both")
     if dry_run:
         click.echo(json.dumps({"model": model, "weights": weights, "inputs": list(input_specs) or example_inputs,
-                               "out": out_dir, "recipe": recipe.to_dict()}, indent=2))
+                               "calib": calib, "eval_data": eval_data, "out": out_dir, "recipe": recipe.to_dict()},
+                              indent=2))
         return
 
     from .intake import build_model, load_npz, load_weights, parse_input_spec, unpickle_model_unsafe

@@ -34,6 +34,12 @@ class EdgeSDKError(Exception):
             lines.append(f"  fix:      {self.hint}")
         return "\n".join(lines)
 
+    def one_line(self) -> str:
+        """The same message on one line (for logs and API responses)."""
+        parts = [self.what] + [f"{k}: {v}" for k, v in (("expected", self.expected), ("found", self.found),
+                                                           ("fix", self.hint)) if v is not None]
+        return " ".join("; ".join(parts).split())
+
 
 class InputError(EdgeSDKError):
     """Bad user input: a CLI flag, an input spec, a data file."""

@@ -179,7 +179,12 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
         if isinstance(e, (zipfile.BadZipFile, EOFError)) or "zip" in msg.lower() or "pickle" in msg.lower():
             raise ModelLoadError(f"{p} is not a readable PyTorch checkpoint", found=msg.splitlines()[0][:300],
                                  hint="the file may be truncated or a Git LFS pointer") from e
-        raise ModelLoadError(f"cannot read weights {p}", found=f"{type(e).__name__}: {msg[:300]}") from e
+        from edgesdk.runtimes.formats import describe_bytes, read_head
+
+        raise ModelLoadError(f"cannot read weights {p}: it looks like {describe_bytes(read_head(p))}",
+                             expected="a PyTorch state dict (.pt/.pth) or a .safetensors file",
+                             found=f"{type(e).__name__}: {msg[:200]}",
+                             hint="pass the file torch.save(model.state_dict(), path) wrote, or a .safetensors") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -216,12 +221,30 @@ def load_npz(path: str | Path, *, what: str = "inputs") -> dict[str, np.ndarray]
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} file not found: {p}")
+    with open(p, "rb") as f:
+        head = f.read(512)
+    if not head.startswith(b"PK"):  # not a zip: numpy would call it "pickled data", which it rarely is
+        from edgesdk.runtimes.formats import describe_bytes
+
+        raise InputError(f"{what} file {p} is not an .npz archive", expected="an .npz written by numpy.savez",
+                         found=describe_bytes(head), hint="write it with numpy.savez(path, x=array, ...)")
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (ValueError, OSError, zipfile.BadZipFile) as e:
         raise InputError(f"{what} file {p} is not a readable .npz of arrays", found=f"{type(e).__name__}: {e}",
                          hint="write it with numpy.savez(path, x=array, ...)") from e
+
+
+def check_labels(labels: np.ndarray, n: int, *, what: str) -> None:
+    """``labels`` must be one integer class id per sample (N,), as many as the inputs have samples."""
+    found = f"{labels.dtype} array of shape {labels.shape}"
+    if labels.ndim != 1 or len(labels) != n:
+        raise InputError(f"{what}: `labels` must hold one class id per sample", expected=f"shape ({n},)",
+                         found=found, hint="one-hot labels: labels.argmax(1); column vectors: labels.ravel()")
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"{what}: `labels` must be integer class ids", expected=f"an int array of shape ({n},)",
+                         found=found, hint="labels.astype(np.int64)")
 
 
 def check_feeds_match(data: dict[str, np.ndarray], example: dict[str, np.ndarray], *, what: str) -> None:

@@ -1,7 +1,9 @@
 """The parity gate: compare a candidate's outputs with PyTorch's, output by output.
 
 An element fails only when ``abs > atol`` AND ``rel > rtol`` (Polygraphy's rule); a NaN/Inf
-where the reference has none (or the other way round) fails. numpy only.
+where the reference has none (or the other way round) fails. Integer and boolean outputs (class
+ids, masks, counts) must match exactly, at every precision: a wrong class id is wrong however
+close the number. numpy only.
 
 Example::
 
@@ -84,7 +86,7 @@ class ParityResult:
         """Name the worst failing output, its worst element and the numbers."""
         failing = [o for o in self.outputs.values() if not o.passed]
         if not failing:
-            return "all outputs within tolerance"
+            return "; ".join(self.notes) if self.notes else "all outputs within tolerance"
         o = max(failing, key=lambda o: (o.error is not None, o.num_failed, o.max_abs_err))
         if o.error:
             return f"output '{o.name}': {o.error}"
@@ -94,7 +96,7 @@ class ParityResult:
         msg += f"max abs err {o.max_abs_err:.4g}, max rel err {o.max_rel_err:.4g}, cosine {o.cosine:.6f}"
         if o.worst:
             w = o.worst
-            msg += f"; worst element batch {w['batch']} index {tuple(w['index'])}: expected {w['expected']:.6g}, got {w['got']:.6g}"
+            msg += f"; worst element batch {w['batch']} index {tuple(w['index'])}: expected {w['expected']:.9g}, got {w['got']:.9g}"
         if o.nonfinite_mismatch:
             msg += f"; {o.nonfinite_mismatch} NaN/Inf mismatches"
         if self.min_cosine is not None and o.cosine < self.min_cosine:
@@ -125,11 +127,13 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndar
             if name not in c_out:
                 op.error = f"missing from the candidate's outputs (it has {', '.join(c_out) or 'none'})"
                 break
-            r = np.asarray(r_out[name], dtype=np.float64)
-            c = np.asarray(c_out[name], dtype=np.float64)
+            r_raw, c_raw = np.asarray(r_out[name]), np.asarray(c_out[name])
+            r = r_raw.astype(np.float64)
+            c = c_raw.astype(np.float64)
             if r.shape != c.shape:
                 op.error = f"shape {c.shape} in batch {b}, expected {r.shape}"
                 break
+            exact = r_raw.dtype.kind in "biu"  # class ids, masks, counts: only equality is right, at any precision
             op.num_elements += r.size
             rf, cf = np.isfinite(r), np.isfinite(c)
             both = rf & cf
@@ -139,7 +143,12 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndar
             with np.errstate(invalid="ignore", over="ignore"):
                 diff = np.where(both, np.abs(r - c), 0.0)
                 rel = np.where(both, diff / (np.abs(r) + 1e-12), 0.0)
-            failed = mismatch_nf if atol is None or rtol is None else ((diff > atol) & (rel > rtol)) | mismatch_nf
+            if exact:
+                failed = r_raw != c_raw if c_raw.dtype.kind in "biu" else (r != c) | mismatch_nf
+            elif atol is None or rtol is None:
+                failed = mismatch_nf
+            else:
+                failed = ((diff > atol) & (rel > rtol)) | mismatch_nf
             op.num_failed += int(failed.sum())
             if diff.size:
                 bmax = float(diff.max())

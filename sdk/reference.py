@@ -120,10 +120,16 @@ def accuracy(session: Any, eval_data: Mapping[str, np.ndarray], input_names: Seq
     if labels is None or not len(labels):
         return None
     correct = 0
+    inputs = getattr(session, "inputs", None) or []
+    fixed = next((s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0), None)
+    chunk = fixed or chunk  # a fixed-batch artifact takes exactly its batch: the last chunk is padded
     for start in range(0, len(labels), chunk):
         feeds = {k: np.ascontiguousarray(eval_data[k][start:start + chunk]) for k in input_names}
-        logits = next(iter(session.run(feeds).values()))
-        correct += int((logits.reshape(len(logits), -1).argmax(-1) == labels[start:start + chunk]).sum())
+        real = len(next(iter(feeds.values())))
+        if fixed and real < chunk:
+            feeds = {k: np.concatenate([v, np.repeat(v[-1:], chunk - real, axis=0)]) for k, v in feeds.items()}
+        logits = next(iter(session.run(feeds).values()))[:real]
+        correct += int((logits.reshape(real, -1).argmax(-1) == labels[start:start + real]).sum())
     return round(100.0 * correct / len(labels), 3)
 
 

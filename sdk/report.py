@@ -270,9 +270,10 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines += ["", "| artifact | format | precision | size | parity | accuracy |", "|---|---|---|---|---|---|"]
             for a in arts:
                 p = a.get("parity") or {}
+                verdict = "-" if "passed" not in p else ("pass" if p["passed"] else "**FAIL**")
                 lines.append(f"| {a.get('name')} | {a.get('format')} | {a.get('precision')} | "
                              f"{fmt_size(a.get('size_bytes'))} | "
-                             f"{'pass' if p.get('passed') else '**FAIL**'} | {fmt(a.get('accuracy'), '.2f', '%')} |")
+                             f"{verdict} | {fmt(a.get('accuracy'), '.2f', '%')} |")
     steps = steps_rows(report)
     if steps:
         for s in steps:
@@ -304,8 +305,14 @@ def to_markdown(report: dict[str, Any]) -> str:
     base = report.get("baseline") or {}
     if base.get("accuracy") is not None:
         lines += ["", f"PyTorch eager accuracy: {base['accuracy']:.2f}%"]
-    lines += ["", SPEEDUP_NOTE]
+    if has_speedups(report):
+        lines += ["", SPEEDUP_NOTE]
     return "\n".join(lines) + "\n"
+
+
+def has_speedups(report: dict[str, Any]) -> bool:
+    """Whether any result row has a speed-up vs PyTorch eager (device-only benchmarks have none)."""
+    return any(r.get("speedup_vs_baseline") is not None for r in report.get("results") or [])
 
 
 # Flat CSV: one line per result row. Latencies in milliseconds, throughput in samples/s, booleans true/false.

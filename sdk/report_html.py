@@ -15,8 +15,8 @@ import json
 import logging
 from typing import Any, Callable
 
-from .report import (SPEEDUP_NOTE, device_summary, fmt, fmt_size, report_warnings, steps_rows, table_rows,
-                     targets_not_delivered)
+from .report import (SPEEDUP_NOTE, device_summary, fmt, fmt_size, has_speedups, report_warnings, steps_rows,
+                     table_rows, targets_not_delivered)
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def to_html(report: dict[str, Any]) -> str:
     if warnings:
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>")
     base = report.get("baseline") or {}
-    foot = [SPEEDUP_NOTE]
+    foot = [SPEEDUP_NOTE] if has_speedups(report) else []
     if base.get("accuracy") is not None:
         foot.insert(0, f"PyTorch eager accuracy: {base['accuracy']:.2f}%.")
     if calib and not str(calib).startswith("RANDOM"):

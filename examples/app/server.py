@@ -111,7 +111,7 @@ class Model:
         try:
             outputs = self.session.run(feeds)
         except FeedError as e:  # shapes the session refuses (a wrong non-batch dim ...)
-            raise RequestError(HTTPStatus.BAD_REQUEST, e.format()) from e
+            raise RequestError(HTTPStatus.BAD_REQUEST, e.one_line()) from e
         ms = (time.perf_counter() - t0) * 1000
         preds = {k: v.reshape(len(v), -1).argmax(-1).tolist() for k, v in outputs.items()
                  if v.ndim == 2 and v.dtype.kind == "f"}
@@ -144,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
         except RequestError as e:
             status, body = e.status, {"error": e.message}
         except EdgeSDKError as e:
-            status, body = HTTPStatus.UNPROCESSABLE_ENTITY, {"error": e.format()}
+            status, body = HTTPStatus.UNPROCESSABLE_ENTITY, {"error": e.one_line()}
         except Exception as e:  # never a traceback to the client; the server keeps serving
             log.exception("request failed")
             status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(e).__name__}"}

@@ -50,3 +50,22 @@ def test_cosine_threshold_and_top1():
     assert not r.passed and d["cosine"] < 0.99 and 0 < d["top1_agreement"] < 1
     assert "cosine below" in r.failure_message()
     assert DEFAULT_TOLERANCES["fp32"].atol == 1e-4 == DEFAULT_TOLERANCES["fp32"].rtol
+
+
+def test_integer_outputs_must_match_exactly_even_without_element_tolerances():
+    ids = np.arange(64, dtype=np.int64).reshape(4, 16)
+    wrong = ids.copy()
+    wrong[1, 3] += 84  # one wrong class id: cosine stays ~0.99, which an INT8 cosine rule would accept
+    r = compare({"ids": ids}, {"ids": wrong}, atol=None, rtol=None, min_cosine=0.98)
+    assert not r.passed and r.outputs["ids"].num_failed == 1
+    assert "expected 19, got 103" in r.failure_message()
+    big = np.array([2**53 + 1], dtype=np.int64)  # beyond float64's integers: compared as integers
+    assert not compare({"n": big}, {"n": big - 1}, atol=1e-4, rtol=1e-4).passed
+    mask = np.array([True, False])
+    assert compare({"m": mask}, {"m": mask.copy()}, atol=None, rtol=None).passed
+
+
+def test_failure_message_gives_the_notes_when_no_output_failed():
+    ref = [{"y": np.ones(3, np.float32)}] * 2
+    r = compare(ref, ref[:1], atol=1e-4, rtol=1e-4)
+    assert not r.passed and "2 reference batches vs 1 candidate batches" in r.failure_message()

@@ -1,0 +1,122 @@
+"""What compress does with inputs that used to slip through: data arrays that are not inputs, labels of the
+wrong shape, a backend list that cannot run an artifact, fixed-batch models with data, integer outputs,
+FP16 exclusions, bfloat16 examples, nested outputs, a budget that leaves nothing quantized."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import edgesdk
+from edgesdk.errors import InputError
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ArgmaxHead(Small):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).argmax(-1)
+
+
+class Nested(Small):
+    def forward(self, x: torch.Tensor):
+        y = self.net(x)
+        return y, (y, y)
+
+
+X = {"x": torch.rand(1, 4)}
+
+
+def _data(n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seed).random((n, 4), dtype=np.float32)}
+
+
+def test_extra_arrays_in_calibration_data_are_ignored_and_labels_kept(tmp_path):
+    torch.manual_seed(0)
+    calib = {"a_meta": np.zeros(3, np.float32), **_data(), "labels": np.zeros(64, np.int64)}
+    res = edgesdk.compress(Small(), X, out_dir=tmp_path / "o", calib_data=calib, quantize="int8", benchmark=False)
+    art = {a["name"]: a for a in res.manifest["artifacts"]}["model.int8.onnx"]
+    assert art["parity"]["passed"] and "64 samples" in art["meta"]["calibration"]
+
+
+@pytest.mark.parametrize("labels, needle", [
+    (np.zeros((64, 1), np.int64), "one class id per sample"),
+    (np.zeros(10, np.int64), "one class id per sample"),
+    (np.zeros(64, np.float32), "integer class ids"),
+])
+def test_eval_labels_are_checked(tmp_path, labels, needle):
+    with pytest.raises(InputError, match=needle):
+        edgesdk.compress(Small(), X, out_dir=tmp_path / "o", eval_data={**_data(), "labels": labels}, benchmark=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_backend_list_that_cannot_run_an_artifact_is_refused(tmp_path):
+    with pytest.raises(InputError, match="none of the requested backends can run model.onnx"):
+        edgesdk.compress(Small(), X, out_dir=tmp_path / "o", backends=["litert"], benchmark=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_fixed_batch_model_with_calibration_eval_and_int8(tmp_path):
+    torch.manual_seed(0)
+    data = _data(50)
+    res = edgesdk.compress(Small(), X, out_dir=tmp_path / "o", dynamic_batch=False, calib_data=data,
+                           eval_data={**data, "labels": np.zeros(50, np.int64)}, quantize="int8", benchmark=False)
+    arts = {a["name"]: a for a in res.manifest["artifacts"]}
+    assert arts["model.onnx"]["inputs"][0]["shape"] == [1, 4]
+    assert arts["model.onnx"]["parity"]["batches"] == 17 and arts["model.int8.onnx"]["parity"]["passed"]
+    assert arts["model.onnx"]["accuracy"] is not None  # 50 samples through a batch-1 model, last chunk padded
+
+
+def test_integer_outputs_must_match_exactly(tmp_path):
+    torch.manual_seed(0)
+    res = edgesdk.compress(ArgmaxHead(), X, out_dir=tmp_path / "o", benchmark=False)
+    out = res.manifest["artifacts"][0]["parity"]["outputs"]["output"]
+    assert out["num_failed"] == 0 and res.manifest["artifacts"][0]["parity"]["passed"]
+
+
+def test_fp16_keeps_the_excluded_nodes_in_fp32(tmp_path):
+    torch.manual_seed(0)
+    res = edgesdk.compress(Small(), X, out_dir=tmp_path / "a", quantize="fp16", benchmark=False)
+    graph = onnx.load(str(tmp_path / "a" / "model.onnx")).graph
+    first = next(n.name for n in graph.node if n.op_type in ("Gemm", "MatMul"))
+    edgesdk.compress(Small(), X, out_dir=tmp_path / "b", quantize="fp16", quant_exclude=[first], benchmark=False)
+    fp16 = onnx.load(str(tmp_path / "b" / "model.fp16.onnx")).graph
+    node = next(n for n in fp16.node if n.name == first)
+    weights = {i.name: i.data_type for i in fp16.initializer}
+    assert all(weights[w] == onnx.TensorProto.FLOAT for w in node.input if w in weights)
+    assert any(t == onnx.TensorProto.FLOAT16 for t in weights.values())  # the rest is FP16
+    assert res.manifest["artifacts"][1]["parity"]["passed"]
+
+
+def test_bfloat16_examples_and_nested_outputs_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="bfloat16"):
+        edgesdk.compress(Small().to(torch.bfloat16), {"x": torch.rand(1, 4, dtype=torch.bfloat16)},
+                         out_dir=tmp_path / "o")
+    with pytest.raises(InputError, match="flatten nested outputs"):
+        edgesdk.compress(Nested(), X, out_dir=tmp_path / "o")
+
+
+def test_wrong_input_shape_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match=r"the model fails on the example inputs") as e:
+        edgesdk.compress(Small(), {"x": torch.rand(1, 5)}, out_dir=tmp_path / "o")
+    assert "x: float32[1x5]" in e.value.format()
+
+
+def test_a_budget_that_keeps_everything_in_float_says_so(tmp_path):
+    torch.manual_seed(0)
+    # a cosine only FP32 reaches: the search ends with every quantizable node in float
+    res = edgesdk.compress(Small(), X, out_dir=tmp_path / "o", calib_data=_data(), quantize="int8",
+                           min_cosine_budget=0.99999999, benchmark=False)
+    int8 = next(a for a in res.manifest["artifacts"] if a["name"] == "model.int8.onnx")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "o" / "model.int8.onnx")).graph.node}
+    assert "QuantizeLinear" not in ops
+    assert any("FP32 in all but name" in w for w in int8["meta"]["warnings"]), int8["meta"]["warnings"]
