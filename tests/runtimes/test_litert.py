@@ -71,6 +71,27 @@ def test_quantize_helpers_round_trip():
     np.testing.assert_allclose(dequantize(q, IO)[:2], [0.0, 1.0], atol=1e-6)
 
 
+def test_quantize_rounds_half_away_from_zero_and_maps_nan_to_the_zero_point():
+    class IO:
+        scale, zero, dtype, qmin, qmax = 1.0, 0, np.dtype(np.int8), -128, 127
+
+    q, _ = quantize(np.array([0.5, 1.5, 2.5, -0.5, -2.5, np.nan], np.float32), IO)
+    assert q.tolist() == [1, 2, 3, -1, -3, 0]  # TFLite's kernel; numpy's round would give 0, 2, 2, -0, -2
+
+
+def test_inspect_reads_tflite_signature_types_and_ops(tflites):
+    from edgesdk.runtimes import inspect_artifact
+
+    _, fp32, int8 = tflites
+    info = inspect_artifact(fp32)
+    assert info["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 3, 16, 16]}]
+    assert info["outputs"][0]["name"] == "output" and info["parameters"] > 0
+    assert "CONV_2D" in info["ops"] and "ADD" in info["ops"]  # the residual add
+    q = inspect_artifact(int8)
+    assert q["inputs"][0]["dtype"] == "int8" and set(q["inputs"][0]["quantization"]) == {"scale", "zero_point"}
+    assert "CONV_2D" in q["ops"] and q["node_count"] == sum(q["ops"].values())
+
+
 def test_threads_use_separate_interpreters(tflites):
     _, fp32, _ = tflites
     xs = [make_inputs("Residual", 1 + i % 3)["x"].numpy() for i in range(6)]
