@@ -179,6 +179,9 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
                               baseline={"backend": "torch", "accuracy": baseline_accuracy},
                               calibration=calib_source)
         report["targets"] = ctx.records.get("targets", {})
+        report["warnings"] = _input_warnings(reference_inputs, examples_np, calib_data)
+        for msg in report["warnings"]:
+            log.warning(msg)
         from .atomic import sha256_file
         from .reference import FILE_NAME, write_reference_set
 
@@ -196,6 +199,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
             "calibration": calib_source,
             "preprocess": preprocess.to_dict() if preprocess is not None else None,
             "targets": ctx.records.get("targets", {}),
+            "warnings": report["warnings"],
             "artifacts": report["artifacts"],
             "reference": ref_info,
             "reports": ["report.json", *REPORT_VIEWS],
@@ -261,6 +265,22 @@ def _normalize_inputs(example_inputs: Any) -> dict[str, Any]:
 
 def _specs(arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
     return [{"name": k, "dtype": str(v.dtype), "shape": ["batch", *v.shape[1:]]} for k, v in arrays.items()]
+
+
+def _input_warnings(reference_inputs: list[dict[str, np.ndarray]], examples: Mapping[str, np.ndarray],
+                    calib: Mapping[str, np.ndarray] | None) -> list[str]:
+    """Say when the parity gate saw a single value for an integer input (token ids from --input x:1x8:int64
+    are zeros): every artifact was then verified on one token only."""
+    out = []
+    for name, ex in examples.items():
+        if ex.dtype.kind not in "iub" or (calib is not None and name in calib):
+            continue
+        values = np.unique(np.concatenate([b[name].ravel() for b in reference_inputs if name in b]))
+        if len(values) <= 1:
+            out.append(f"integer input '{name}' was {values[0] if len(values) else 'empty'} in every reference batch: "
+                       "parity was checked on that one value only; pass --calib (or --example-inputs) with real "
+                       f"values for '{name}' (token ids, indices) to verify the artifacts properly")
+    return out
 
 
 def _inputs_only(data: Mapping[str, np.ndarray] | None, examples: Mapping[str, Any]) -> dict[str, np.ndarray] | None:

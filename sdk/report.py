@@ -230,7 +230,8 @@ def steps_rows(report: dict[str, Any]) -> list[dict[str, str]]:
 
 def report_warnings(report: dict[str, Any]) -> list[str]:
     """Every artifact warning, once each, in order."""
-    found = [str(w) for a in report.get("artifacts") or [] for w in (a.get("meta") or {}).get("warnings") or []]
+    found = [str(w) for w in report.get("warnings") or []]
+    found += [str(w) for a in report.get("artifacts") or [] for w in (a.get("meta") or {}).get("warnings") or []]
     return list(dict.fromkeys(found))
 
 

@@ -120,3 +120,25 @@ def test_a_budget_that_keeps_everything_in_float_says_so(tmp_path):
     ops = {n.op_type for n in onnx.load(str(tmp_path / "o" / "model.int8.onnx")).graph.node}
     assert "QuantizeLinear" not in ops
     assert any("FP32 in all but name" in w for w in int8["meta"]["warnings"]), int8["meta"]["warnings"]
+
+
+class TokenModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(32, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(ids).mean(1))
+
+
+def test_integer_inputs_seen_as_one_value_are_flagged(tmp_path):
+    torch.manual_seed(0)
+    res = edgesdk.compress(TokenModel(), {"ids": torch.zeros(1, 8, dtype=torch.int64)}, out_dir=tmp_path / "a",
+                           benchmark=False)
+    assert any("integer input 'ids' was 0 in every reference batch" in w for w in res.report["warnings"])
+    assert "integer input 'ids'" in res.report_markdown
+    ids = np.random.default_rng(0).integers(0, 32, (64, 8))
+    res = edgesdk.compress(TokenModel(), {"ids": torch.from_numpy(ids[:1])}, out_dir=tmp_path / "b",
+                           calib_data={"ids": ids}, benchmark=False)
+    assert res.report["warnings"] == []
