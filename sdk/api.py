@@ -104,10 +104,16 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     if q.mode == "int8" and calib_data is None:
         raise InputError("static INT8 needs calibration data", expected="--calib FILE.npz | DIR-of-.npy | random",
                          hint="pass representative inputs (100-500 samples); 'random' only to try the pipeline")
-    if q.max_accuracy_drop is not None and (eval_data is None or "labels" not in eval_data):
+    labelled = eval_data is not None and "labels" in eval_data
+    if q.max_accuracy_drop is not None and not labelled:
         raise InputError("--max-accuracy-drop needs labelled eval data",
                          expected="--eval-data FILE.npz with the inputs and a `labels` array",
                          hint="or use the label-free --min-cosine budget")
+    if recipe.prune.ratio_max is not None and not labelled:  # checked now, not after the first export
+        raise InputError("a pruning range (--prune LOW:HIGH) is searched on accuracy and needs labelled eval data",
+                         expected="--eval-data FILE.npz with the inputs and a `labels` array",
+                         found="no eval data" if eval_data is None else "eval data without `labels`",
+                         hint="or give a single ratio, e.g. --prune 0.5")
 
     from edgesdk.runtimes.torch import TorchSession
 

@@ -283,8 +283,8 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
                           output_names=list(output_names) or None, progress=say, preprocess=preprocess_text)
     _emit_report(result.report, as_json)
     if not as_json and not ctx.obj.get("quiet"):
-        click.echo(f"wrote {result.out_dir} ({', '.join(a.name for a in result.artifacts)}, manifest.json, "
-                   "report.json, report.md, report.html, report.csv)")
+        files = sorted(p.name for p in Path(result.out_dir).iterdir() if p.is_file())
+        click.echo(f"wrote {result.out_dir} ({', '.join(files)})")
     if not result.passed:
         click.secho("warning: some artifacts failed the parity gate and were kept because of --allow-mismatch",
                     fg="yellow", err=True)
@@ -314,6 +314,9 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: 
 
     if iterations < 1 or warmup < 0:
         raise InputError("--iterations must be >= 1 and --warmup >= 0", found=f"{iterations}, {warmup}")
+    if duration_s is not None and ctx.get_parameter_source("iterations") is click.core.ParameterSource.COMMANDLINE:
+        raise InputError("give either --iterations or --duration, not both", found=f"--iterations {iterations} "
+                         f"--duration {duration_s}", hint="--duration S runs for S seconds; --iterations N runs N times")
     if threads is not None and threads < 1:
         raise InputError("--threads must be at least 1", found=str(threads), hint="leave it out to let the backend choose")
     if duration_s is not None and not (duration_s > 0 and duration_s != float("inf")):

@@ -165,3 +165,8 @@ def test_merge_labels_a_jetson_by_its_board(digits_artifacts, tmp_path):
 
     jetson = {"jetson": {"model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3", "jetpack": "6.2"}}
     assert device_label(jetson) == "NVIDIA Jetson Orin Nano Developer Kit"
+
+
+def test_iterations_and_duration_together_are_refused(art):
+    res = invoke("benchmark", art / "model.onnx", "--iterations", "5", "--duration", "1")
+    assert res.exit_code == 2 and "either --iterations or --duration" in res.output

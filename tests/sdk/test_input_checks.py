@@ -142,3 +142,10 @@ def test_integer_inputs_seen_as_one_value_are_flagged(tmp_path):
     res = edgesdk.compress(TokenModel(), {"ids": torch.from_numpy(ids[:1])}, out_dir=tmp_path / "b",
                            calib_data={"ids": ids}, benchmark=False)
     assert res.report["warnings"] == []
+
+
+def test_a_pruning_range_without_labels_is_refused_up_front(tmp_path):
+    with pytest.raises(InputError, match="needs labelled eval data"):
+        edgesdk.compress(Small(), X, out_dir=tmp_path / "o", prune=0.3, prune_max=0.7, max_accuracy_drop=1.0,
+                         eval_data=_data())
+    assert not (tmp_path / "o").exists()
