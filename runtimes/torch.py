@@ -77,7 +77,9 @@ class TorchSession(Session):
             example = {s.name: np.zeros((1, *s.shape[1:]), s.dtype) for s in self._in}
             outs = self._forward(example, name_outputs=False)
             if self._out_names is None:
-                self._out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+                keys = getattr(self, "_dict_keys", None)
+                self._out_names = (list(keys) if keys and len(set(keys)) == len(outs) else
+                                   ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))])
             if len(self._out_names) != len(outs):
                 raise InputError("output_names does not match the model's outputs",
                                  expected=f"{len(outs)} names", found=f"{len(self._out_names)}: {self._out_names}")
@@ -127,6 +129,7 @@ class TorchSession(Session):
                 outs = [out]
             elif isinstance(out, Mapping):
                 outs = list(out.values())
+                self._dict_keys = [str(k) for k in out]  # a dict's keys name the outputs
             elif isinstance(out, (tuple, list)):
                 outs = list(out)
             else:

@@ -149,3 +149,20 @@ def test_a_pruning_range_without_labels_is_refused_up_front(tmp_path):
         edgesdk.compress(Small(), X, out_dir=tmp_path / "o", prune=0.3, prune_max=0.7, max_accuracy_drop=1.0,
                          eval_data=_data())
     assert not (tmp_path / "o").exists()
+
+
+class DictOut(Small):
+    def forward(self, x: torch.Tensor):
+        y = self.net(x)
+        return {"logits": y, "probs": y.softmax(-1)}
+
+
+def test_dict_outputs_keep_their_keys_as_output_names(tmp_path):
+    torch.manual_seed(0)
+    res = edgesdk.compress(DictOut(), X, out_dir=tmp_path / "o", benchmark=False)
+    art = res.manifest["artifacts"][0]
+    assert [o["name"] for o in art["outputs"]] == ["logits", "probs"] and art["parity"]["passed"]
+    from edgesdk.runtimes import load
+
+    with load(tmp_path / "o" / "model.onnx") as sess:
+        assert set(sess.run({"x": np.zeros((2, 4), np.float32)})) == {"logits", "probs"}
