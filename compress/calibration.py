@@ -53,7 +53,9 @@ def image_preprocess(source: Any, examples: Mapping[str, np.ndarray], spec: Any 
     """The ImagePreprocess for ``source`` when it is a directory of images (else None); ``spec`` is text or a spec."""
     from edgesdk.runtimes.preprocess import ImagePreprocess, image_files
 
-    if not isinstance(source, (str, Path)) or not Path(source).is_dir() or not image_files(source):
+    npy_dir = isinstance(source, (str, Path)) and Path(source).is_dir() and any(Path(source).glob("*.npy"))
+    if not isinstance(source, (str, Path)) or not Path(source).is_dir() or not image_files(source) or \
+            (npy_dir and spec is None):  # arrays beside a stray preview image: the arrays are the data
         if spec is not None:
             raise InputError("--preprocess applies to a calibration directory of images",
                              found=f"calibration source {source!r}")
@@ -90,7 +92,14 @@ def load_calibration(source: Any, examples: Mapping[str, np.ndarray], *, samples
         if p.is_dir() and preprocess is not None:
             from edgesdk.runtimes.preprocess import load_images
 
-            data = {next(iter(examples)): load_images(p, preprocess, limit=samples)}
+            name, ex = next(iter(examples.items()))
+            images = load_images(p, preprocess, limit=samples)
+            if ex.dtype != images.dtype:  # float16 or integer (uint8 camera-style) model inputs
+                if np.issubdtype(ex.dtype, np.integer):
+                    info = np.iinfo(ex.dtype)
+                    images = np.clip(np.rint(images), info.min, info.max)
+                images = images.astype(ex.dtype)
+            data = {name: images}
             desc = f"images in {p}, preprocessed {preprocess.to_dict()}"
         elif p.is_dir():
             data, desc = _from_dir(p), f"directory {p}"

@@ -76,9 +76,13 @@ def _rename_io(path: Path, inputs: list[str], outputs: list[str]) -> None:
                           found=f"{len(sg.inputs)} inputs, {len(sg.outputs)} outputs")
     for idx, name in [*zip(sg.inputs, inputs), *zip(sg.outputs, outputs)]:
         sg.tensors[idx].name = name.encode()
+    # signature entries are sorted by their generated names (args_0, args_1, args_10, ...), not by position:
+    # map each through the tensor it points at
+    by_tensor = {idx: name for idx, name in [*zip(sg.inputs, inputs), *zip(sg.outputs, outputs)]}
     for sig in model.signatureDefs or []:
-        for t, name in [*zip(sig.inputs, inputs), *zip(sig.outputs, outputs)]:
-            t.name = name.encode()
+        for t in [*(sig.inputs or []), *(sig.outputs or [])]:
+            if t.tensorIndex in by_tensor:
+                t.name = by_tensor[t.tensorIndex].encode()
     builder = flatbuffers.Builder(max(1024, path.stat().st_size))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))
@@ -205,6 +209,23 @@ def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision
     return info
 
 
+def _calib_batches(calib: Mapping[str, np.ndarray], names: list[str], fixed: int | None,
+                   step: int = 32) -> list[dict[str, np.ndarray]]:
+    """Every calibration sample in batches: of exactly ``fixed`` for a fixed-batch export (samples repeated to
+    fill the last one), else of up to ``step`` with at least 2 (a symbolic batch is not traced at size 1)."""
+    n = len(calib[names[0]])
+    if fixed is not None:
+        idx = np.resize(np.arange(n), -(-n // fixed) * fixed)  # wrap around to fill the last batch
+        bounds = [(i, i + fixed) for i in range(0, len(idx), fixed)]
+    else:
+        idx = np.arange(n) if n >= 2 else np.zeros(2, dtype=np.int64)
+        cuts = list(range(0, len(idx), step)) + [len(idx)]
+        if len(cuts) > 2 and cuts[-1] - cuts[-2] < 2:  # a last batch of 1 joins the one before
+            cuts.pop(-2)
+        bounds = list(zip(cuts[:-1], cuts[1:]))
+    return [{k: np.ascontiguousarray(calib[k][idx[a:b]]) for k in names} for a, b in bounds]
+
+
 def _pt2e_static(model: Any, args: tuple, shapes: Any, calib: Mapping[str, np.ndarray], names: list[str]) -> Any:
     import litert_torch
     import torch
@@ -218,11 +239,9 @@ def _pt2e_static(model: Any, args: tuple, shapes: Any, calib: Mapping[str, np.nd
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     prepared = prepare_pt2e(torch.export.export(model.eval(), args, dynamic_shapes=shapes).module(), quantizer)
-    n = len(calib[names[0]])
-    step = 32 if shapes is not None else int(args[0].shape[0])  # a fixed-batch export calibrates at its batch
     with torch.no_grad():
-        for i in range(0, n - step + 1, step):
-            prepared(*[torch.from_numpy(np.ascontiguousarray(calib[k][i:i + step])) for k in names])
+        for batch in _calib_batches(calib, names, fixed=None if shapes is not None else int(args[0].shape[0])):
+            prepared(*[torch.from_numpy(batch[k]) for k in names])
     converted = convert_pt2e(prepared, fold_quantize=False)
     try:  # exported GraphModules refuse .eval(); this is the supported way to switch BN/dropout to eval
         from torchao.quantization.pt2e import move_exported_model_to_eval

@@ -241,8 +241,7 @@ def _prune_once(model: Any, example_inputs: Mapping[str, Any], *, ratio: float |
         round_to=round_to, num_heads=num_heads, prune_num_heads=bool(num_heads),
         prune_head_dims=False, head_pruning_ratio=(ratio or 0.5) if num_heads else 0.0)
     for _ in range(steps):
-        if importance == "taylor":
-            model.train()
+        if importance == "taylor":  # gradients in eval mode: BatchNorm statistics and dropout stay as they are
             _taylor_grads(model, data, list(example_inputs))
         pruner.step()
         model.zero_grad(set_to_none=True)
@@ -294,14 +293,18 @@ def _mask(model: Any, ratio: float | None, method: str, protect: tuple[str, ...]
             for _, m in layers:
                 m.weight.mul_((m.weight.abs() > thr).to(m.weight.dtype))
         else:
-            # 2:4 needs the reduction dim in groups of 4; other layers stay dense (and are not counted)
-            layers = [(n, m) for n, m in layers if m.weight[0].numel() % 4 == 0]
+            # 2:4 as TensorRT's sparse kernels read it: in every 4 consecutive input channels (at each kernel
+            # position for convolutions) at most 2 non-zeros. Layers whose input channels are not a multiple
+            # of 4 stay dense (and are not counted).
+            layers = [(n, m) for n, m in layers if m.weight.shape[1] % 4 == 0]
             for _, m in layers:
-                w = m.weight.reshape(m.weight.shape[0], -1)
-                g = w.abs().reshape(w.shape[0], -1, 4)
+                w = m.weight.permute(0, 2, 3, 1) if m.weight.ndim == 4 else m.weight  # K,R,S,C: C innermost
+                g = w.abs().reshape(*w.shape[:-1], -1, 4)
                 keep = g.argsort(dim=-1, descending=True)[..., :2]
-                mask = torch.zeros_like(g).scatter_(-1, keep, 1.0)
-                m.weight.copy_((w.reshape_as(g) * mask).reshape_as(m.weight))
+                mask = torch.zeros_like(g).scatter_(-1, keep, 1.0).reshape(w.shape)
+                if m.weight.ndim == 4:
+                    mask = mask.permute(0, 3, 1, 2)
+                m.weight.mul_(mask)
         total = sum(m.weight.numel() for _, m in layers)
         zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
     return zeros / total if total else 0.0
@@ -309,7 +312,9 @@ def _mask(model: Any, ratio: float | None, method: str, protect: tuple[str, ...]
 
 # -- persistence without pickle -----------------------------------------------------------
 _ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "embed_dim",
-          "num_heads", "head_dim", "kdim", "vdim", "normalized_shape")
+          "num_heads", "head_dim", "kdim", "vdim", "normalized_shape",
+          # Hugging Face-style attention bookkeeping that forward() reads
+          "num_attention_heads", "attention_head_size", "all_head_size", "inner_dim")
 
 
 def describe_shapes(model: Any) -> dict[str, Any]:
@@ -336,7 +341,8 @@ def save_pruned(model: Any, stem: str | Path) -> tuple[Path, Path]:
     from edgesdk.atomic import write_bytes, write_json
 
     stem = Path(stem)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    # clone: tied weights (an LM head sharing the embedding) share storage, which safetensors refuses
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     w = write_bytes(_with(stem, ".safetensors"), save(state))
     j = write_json(_with(stem, ".json"), {"format": "edgesdk-pruned-shapes", "version": 1,
                                                "modules": describe_shapes(model)})

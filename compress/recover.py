@@ -26,7 +26,6 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
 
     ``on_progress(step, steps)`` is called as training goes (about 100 times in all)."""
     import torch
-    import torch.nn.functional as F
 
     t0 = time.perf_counter()
     if hook is not None:
@@ -45,7 +44,37 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     losses = []
+    if labels is not None:
+        labels = np.asarray(labels)
+        with torch.no_grad():
+            probe = student(*[torch.from_numpy(np.ascontiguousarray(data[k][:2])) for k in input_names])
+        probe = probe[0] if isinstance(probe, (tuple, list)) else probe
+        classes = probe.shape[1] if probe.ndim == 2 else None
+        if classes is None or classes < 2:  # not a multi-class head: the labels cannot be a class target
+            labels = None
+        elif labels.min() < 0 or labels.max() >= classes:
+            raise InputError("recovery labels are not class ids of this model", expected=f"0 <= labels < {classes} "
+                             "(the width of the first output)", found=f"labels from {labels.min()} to {labels.max()}",
+                             hint="fix the labels, or drop them to recover by distillation alone")
     student.train()
+    try:
+        losses = _train(student, teacher, data, input_names, labels, steps, batch_size, temperature, opt, sched, rng,
+                        n, on_progress)
+    finally:
+        student.eval()  # never handed back in train mode, even when a step raised
+    return {"method": "distillation" + (" + labels" if labels is not None else ""), "steps": steps, "lr": lr,
+            "batch_size": batch_size, "loss_first": round(float(np.mean(losses[:10])), 5) if losses else None,
+            "loss_last": round(float(np.mean(losses[-10:])), 5) if losses else None,
+            "time_s": round(time.perf_counter() - t0, 2)}
+
+
+def _train(student: Any, teacher: Any, data: Mapping[str, np.ndarray], input_names: list[str],
+           labels: np.ndarray | None, steps: int, batch_size: int, temperature: float, opt: Any, sched: Any,
+           rng: np.random.Generator, n: int, on_progress: Callable[[int, int], None] | None) -> list[float]:
+    import torch
+    import torch.nn.functional as F
+
+    losses: list[float] = []
     for step in range(steps):
         idx = rng.choice(n, size=min(batch_size, n), replace=False)
         batch = [torch.from_numpy(np.ascontiguousarray(data[k][idx])) for k in input_names]
@@ -68,8 +97,5 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
         losses.append(loss.item())
         if on_progress is not None and ((step + 1) % max(1, steps // 100) == 0 or step + 1 == steps):
             on_progress(step + 1, steps)
-    student.eval()
-    return {"method": "distillation" + (" + labels" if labels is not None else ""), "steps": steps, "lr": lr,
-            "batch_size": batch_size, "loss_first": round(float(np.mean(losses[:10])), 5) if losses else None,
-            "loss_last": round(float(np.mean(losses[-10:])), 5) if losses else None,
-            "time_s": round(time.perf_counter() - t0, 2)}
+    student.zero_grad(set_to_none=True)  # no gradients left on the returned model
+    return losses

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import re
 import sys
 import zipfile
@@ -25,7 +26,7 @@ from .errors import InputError, ModelLoadError
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32", "float16", "float64", "bfloat16", "int64", "int32", "int8", "uint8", "bool"}
-_SPEC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-]*):(?P<shape>[^:]+)(?::(?P<dtype>\w+))?$")
+_SPEC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-]*)\s*:(?P<shape>[^:]+)(?::\s*(?P<dtype>\w+)\s*)?$")
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ def parse_input_spec(text: str) -> InputSpec:
     fmt = "NAME:DIMxDIM...[:dtype], e.g. x:1x3x224x224:float32"
     if not m:
         raise InputError(f"malformed --input spec {text!r}", expected=fmt, found=repr(text))
-    dims = m.group("shape").lower().split("x")
+    dims = [d.strip() for d in m.group("shape").lower().split("x")]
     try:
+        if not all(d.isdigit() for d in dims):  # int() would also take "1_0" or "+3"
+            raise ValueError(dims)
         shape = tuple(int(d) for d in dims)
     except ValueError:
         raise InputError(f"malformed --input spec {text!r}: dimensions must be integers", expected=fmt,
@@ -53,7 +56,7 @@ def parse_input_spec(text: str) -> InputSpec:
     if any(d < 1 for d in shape):
         raise InputError(f"malformed --input spec {text!r}: dimensions must be >= 1", expected=fmt,
                          found=str(shape))
-    dtype = m.group("dtype") or "float32"
+    dtype = (m.group("dtype") or "float32").strip().lower()
     if dtype not in _DTYPES:
         raise InputError(f"unknown dtype in --input spec {text!r}", expected=" | ".join(sorted(_DTYPES)),
                          found=dtype)
@@ -83,17 +86,20 @@ def load_factory(ref: str) -> Callable[..., Any]:
         if spec is None or spec.loader is None:
             raise ModelLoadError(f"cannot import {path}", expected="a Python source file")
         module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.resolve().parent))
+        # the model's folder stays importable: factories often import sibling modules when they are called
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
         try:
             sys.modules[name] = module
             spec.loader.exec_module(module)
         except Exception as e:  # user code can raise anything
             sys.modules.pop(name, None)
             raise ModelLoadError(f"importing {path} failed", found=f"{type(e).__name__}: {e}",
-                                 hint="run `python {path}` to see the error in your code") from e
-        finally:
-            sys.path.pop(0)
+                                 hint=f"run `python {path}` to see the error in your code") from e
     else:
+        if os.getcwd() not in sys.path:  # `package.module:factory` resolves from the current folder, as with -m
+            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(mod_ref)
         except Exception as e:
@@ -117,8 +123,11 @@ def build_model(ref: str) -> Any:
     try:
         model = fn()
     except Exception as e:
+        signature_problem = isinstance(e, TypeError) and "argument" in str(e)
         raise ModelLoadError(f"calling the factory {ref} failed", found=f"{type(e).__name__}: {e}",
-                             hint="the factory must be callable with no arguments") from e
+                             hint="the factory must be callable with no arguments (wrap it: def build(): "
+                                  "return Net(width=64))" if signature_problem else
+                             "the error is raised by your factory's code") from e
     if not isinstance(model, torch.nn.Module):
         raise ModelLoadError(f"the factory {ref} did not return a torch.nn.Module",
                              expected="torch.nn.Module", found=type(model).__name__)
@@ -185,18 +194,40 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
                              expected="a PyTorch state dict (.pt/.pth) or a .safetensors file",
                              found=f"{type(e).__name__}: {msg[:200]}",
                              hint="pass the file torch.save(model.state_dict(), path) wrote, or a .safetensors") from e
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    # training checkpoints wrap the state dict: Lightning "state_dict", timm/torchvision "model", EMA copies
+    for key in ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict) and obj[key] and \
+                all(isinstance(v, torch.Tensor) for v in obj[key].values()):
+            log.info("using the %r entry of the checkpoint %s", key, p.name)
+            obj = obj[key]
+            break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadError(f"{p} does not hold a state dict of tensors", found=type(obj).__name__,
                              hint="save model.state_dict() rather than the model or a training checkpoint")
     return obj
 
 
+def _strip_common_prefix(state: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Drop a prefix every key shares when that makes the keys the model's (``module.`` from DataParallel,
+    ``model.`` from Lightning)."""
+    if not state or set(state) & set(own):
+        return state
+    for prefix in ("module.", "model.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in state):
+            stripped = {k[len(prefix):]: v for k, v in state.items()}
+            if set(stripped) & set(own):
+                log.info("dropped the %r prefix from the checkpoint's keys", prefix)
+                return _strip_common_prefix(stripped, own)
+    return state
+
+
 def load_weights(model: Any, path: str | Path) -> None:
     """Load weights strictly; list missing/unexpected keys and shape mismatches in one error."""
-    state = read_state_dict(path)
+    state = _strip_common_prefix(read_state_dict(path), model.state_dict())
     own = model.state_dict()
+    # BatchNorm's step counter is not a weight; checkpoints from some tools leave it out
+    missing_ok = {k for k in own if k.endswith("num_batches_tracked") and k not in state}
+    state = {**state, **{k: own[k] for k in missing_ok}}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [f"{k}: model {tuple(own[k].shape)} vs file {tuple(state[k].shape)}"

@@ -108,3 +108,35 @@ def test_failed_target_does_not_abort_the_run(tmp_path):
     failed = res.manifest["targets"]["tflite"]
     assert failed["status"] == "failed" and "TFLite conversion failed on aten." in failed["reason"]
     assert "tflite: failed" in (tmp_path / "o" / "report.md").read_text()
+
+
+class _ManyIO(torch.nn.Module):
+    def forward(self, *xs):
+        return tuple(x * (i + 2) for i, x in enumerate(xs))
+
+
+@pytest.mark.slow
+def test_signature_names_map_to_the_right_tensors_with_many_inputs(tmp_path):
+    """The converter sorts signature entries as text (args_0, args_1, args_10, ...): names follow tensors."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    ex = {f"in{i}": torch.rand(1, 3) for i in range(12)}
+    path = tmp_path / "many.tflite"
+    export_tflite(_ManyIO(), ex, path, output_names=[f"out{i}" for i in range(12)], dynamic_batch=False)
+    runner = Interpreter(str(path)).get_signature_runner()
+    feeds = {f"in{i}": np.full((1, 3), i + 1, np.float32) for i in range(12)}
+    got = runner(**feeds)
+    for i in range(12):
+        np.testing.assert_allclose(got[f"out{i}"], feeds[f"in{i}"] * (i + 2))
+
+
+@pytest.mark.slow
+def test_full_integer_int8_calibrates_with_few_samples(tmp_path):
+    model = build_model(f"{DIGITS_MODEL}:build")
+    calib = {"x": np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)}  # fewer than one batch of 32
+    path = tmp_path / "m.int8.tflite"
+    export_tflite(model, {"x": torch.rand(1, 1, 8, 8)}, path, precision="int8", calib=calib)
+    from edgesdk.runtimes import inspect_artifact
+
+    q = inspect_artifact(path)["inputs"][0]["quantization"]
+    assert q != {"scale": 1.0, "zero_point": 0}, q  # an uncalibrated observer leaves scale 1, zero point 0
