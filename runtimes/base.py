@@ -40,7 +40,7 @@ class TensorSpec:
 class _Check:
     """Precomputed per-input checks so the fast path costs a few attribute reads."""
 
-    __slots__ = ("name", "dtype", "ndim", "fixed")
+    __slots__ = ("name", "dtype", "ndim", "fixed", "batch")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.name = spec.name
@@ -50,6 +50,7 @@ class _Check:
             self.dtype = None
         self.ndim = len(spec.shape)
         self.fixed = tuple((i, d) for i, d in enumerate(spec.shape) if isinstance(d, int) and d >= 0)
+        self.batch = bool(spec.shape) and spec.shape[0] == "batch"  # the shared dynamic batch dimension
 
 
 class Session:
@@ -99,6 +100,7 @@ class Session:
                 self.load_time_s = time.perf_counter() - t0
                 self._checks = tuple(_Check(s) for s in self.inputs)
                 self._names = frozenset(c.name for c in self._checks)
+                self._batched = tuple(c.name for c in self._checks if c.batch)
                 self._loaded = True
         return self
 
@@ -122,6 +124,8 @@ class Session:
                         break
                 if not ok:
                     break
+            if ok and len(self._batched) > 1 and len({feeds[n].shape[0] for n in self._batched}) > 1:
+                ok = False  # inputs that disagree on the batch size: explained by _validate
         if not ok:
             feeds = self._validate(feeds)
         if check_finite:
@@ -200,6 +204,9 @@ class Session:
                 if bad:
                     problems.append(f"{c.name}: shape {tuple(a.shape)}: {'; '.join(bad)}")
             clean[c.name] = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+        sizes = {n: clean[n].shape[0] for n in getattr(self, "_batched", ()) if n in clean and clean[n].ndim}
+        if len(set(sizes.values())) > 1:
+            problems.append("inputs disagree on the batch size: " + ", ".join(f"{n} {b}" for n, b in sizes.items()))
         if problems:
             raise FeedError(f"{self._who()}: the feeds do not match the model inputs",
                             expected=self._expected(),

@@ -49,8 +49,10 @@ def _gpu() -> str | None:
         return None
     try:
         out = subprocess.run([exe, "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=3)
+                             capture_output=True, text=True, errors="replace", timeout=3)
     except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:  # "couldn't communicate with the driver" is not a GPU name
         return None
     lines = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
     return "; ".join(lines) or None

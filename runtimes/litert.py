@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesdk.errors import ArtifactError, BackendUnavailableError
+from edgesdk.errors import ArtifactError, BackendUnavailableError, InferenceError
 
 from .base import Session, TensorSpec
 from .formats import describe_bytes, detect_format, read_head
@@ -125,17 +125,20 @@ class LiteRTSession(Session):
         return self._invoke(feeds)
 
     def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ins, outs = self._in, self._out
+        if ins is None or outs is None:  # closed by another thread while this call was on its way
+            raise InferenceError(f"{self._who()}: the session was closed", hint="load it again before running")
         with self._pool.take() as it:
             resized = False
             current = {d["index"]: tuple(d["shape"]) for d in it.get_input_details()}
-            for io in self._in or []:
+            for io in ins:
                 shape = feeds[io.name].shape
                 if current[io.index] != shape:  # dynamic batch: resize this interpreter's input
                     it.resize_tensor_input(io.index, list(shape))
                     resized = True
             if resized:
                 it.allocate_tensors()
-            for io in self._in or []:
+            for io in ins:
                 x = feeds[io.name]
                 if io.scale is not None and not self.raw_io:
                     x, clipped = quantize(x, io)
@@ -147,7 +150,7 @@ class LiteRTSession(Session):
                 it.set_tensor(io.index, x)
             it.invoke()
             out = {}
-            for io in self._out or []:
+            for io in outs:
                 y = it.get_tensor(io.index)
                 out[io.name] = dequantize(y, io) if io.scale is not None and not self.raw_io else y.copy()
             return out

@@ -23,7 +23,7 @@ from .pool import Pool
 PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
 
-def _spec(port: Any, i: int) -> TensorSpec:
+def _spec(port: Any, i: int, name: str | None = None) -> TensorSpec:
     shape: list[int | str] = []
     for k, d in enumerate(port.get_partial_shape()):
         shape.append(d.get_length() if d.is_static else ("batch" if k == 0 else f"dim{k}"))
@@ -31,8 +31,8 @@ def _spec(port: Any, i: int) -> TensorSpec:
         dtype = np.dtype(port.get_element_type().to_dtype()).name
     except (AttributeError, TypeError):
         dtype = str(port.get_element_type())
-    names = port.get_names()
-    name = port.get_any_name() if names else f"output_{i}"
+    if name is None:
+        name = port.get_any_name() if port.get_names() else f"output_{i}"
     return TensorSpec(name, dtype, tuple(shape))
 
 
@@ -72,7 +72,11 @@ class OpenVINOSession(Session):
                                 found=first, hint="check the file with `edgesdk inspect`; re-export it") from e
         self.precision = PRECISIONS[precision]
         self._in = [_spec(p, i) for i, p in enumerate(self._compiled.inputs)]
-        self._out = [_spec(p, i) for i, p in enumerate(self._compiled.outputs)]
+        # the graph's own output names, read before compilation: a compiled port can carry several names
+        # (an Identity feeding an output) and get_any_name() may then return an internal one
+        declared = [o.get_any_name() if o.get_names() else None for o in model.outputs]
+        self._out = [_spec(p, i, declared[i] if i < len(declared) else None)
+                     for i, p in enumerate(self._compiled.outputs)]
         self._pool: Pool[Any] = Pool(self._compiled.create_infer_request)
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -82,9 +86,12 @@ class OpenVINOSession(Session):
                                  expected="at least one element in every input",
                                  found=", ".join(f"{k}: shape {tuple(feeds[k].shape)}" for k in empty),
                                  hint="skip the call when there is nothing to run")
+        ins, outs = self._in, self._out
+        if ins is None or outs is None:  # closed by another thread while this call was on its way
+            raise InferenceError(f"{self._who()}: the session was closed", hint="load it again before running")
         with self._pool.take() as req:
-            res = req.infer({s.name: feeds[s.name] for s in self._in or []})
-            return {s.name: np.array(o, copy=True) for s, o in zip(self._out or [], res.values())}
+            res = req.infer({s.name: feeds[s.name] for s in ins})
+            return {s.name: np.array(o, copy=True) for s, o in zip(outs, res.values())}
 
     def _close_impl(self) -> None:
         self._pool.clear()

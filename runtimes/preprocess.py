@@ -142,6 +142,10 @@ class ImagePreprocess:
                                  hint="remove or replace the file") from e
         else:
             img = image
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit/float grey: Pillow would clip, not rescale
+            depth = np.asarray(img, dtype=np.float32)
+            top = 65535.0 if img.mode.startswith("I") else max(float(depth.max()), 1.0)
+            img = Image.fromarray(np.clip(np.rint(depth * (255.0 / top)), 0, 255).astype(np.uint8))
         img = img.convert("L" if self.channels == "GRAY" else "RGB")
         h, w = self.size
         if self.resize == "stretch":

@@ -220,36 +220,48 @@ def probe(paths: Iterable[str | Path], backend: str = "auto", timeout_s: float =
     results: dict[str, ProbeResult] = {}
     env = {**os.environ, "PYTHONFAULTHANDLER": ""}
     while todo:
-        cmd = [sys.executable, "-m", "edgesdk.runtimes.safety", backend, "1" if run else "0"]
+        # -P: the current folder is not put on the child's sys.path, so a stray numpy.py or onnxruntime.py
+        # there is never imported by the process that is meant to isolate untrusted files
+        safe_path = ["-P"] if sys.version_info >= (3, 11) else []  # 3.10: the child drops it itself (_child)
+        cmd = [sys.executable, *safe_path, "-m", "edgesdk.runtimes.safety", backend, "1" if run else "0"]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True, env=env)
+                                env=env)
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("\n".join(todo) + "\n")
-        proc.stdin.close()
+        try:
+            proc.stdin.write(json.dumps(todo).encode())  # JSON: paths with newlines or spaces arrive intact
+            proc.stdin.close()
+        except BrokenPipeError:  # the child died before reading; handled below like any early death
+            pass
         current: str | None = None
+        hung = False
+        fd, pending = proc.stdout.fileno(), b""
         import selectors
 
         sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        hung = False
+        sel.register(fd, selectors.EVENT_READ)
         while True:
             if not sel.select(timeout=timeout_s):
-                hung = True  # no line for timeout_s: the current file hangs the parser
+                hung = True  # nothing for timeout_s: the current file hangs the parser
                 proc.kill()
                 break
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 1 << 16)  # our own buffer: every complete line is handled before waiting again
+            if not chunk:
                 break
-            if not line.startswith("\x1e"):  # not ours (a native library that wrote to our pipe)
-                continue
-            msg = json.loads(line[1:])
-            if msg["event"] == "start":
-                current = msg["path"]
-            else:
-                results[msg["path"]] = ProbeResult(msg["path"], msg["outcome"], msg.get("error"),
-                                                   detail=msg.get("detail") or {})
-                current = None
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace")
+                if not line.startswith("\x1e"):  # not ours (a native library that wrote to our pipe)
+                    continue
+                msg = json.loads(line[1:])
+                if msg["event"] == "start":
+                    current = msg["path"]
+                else:
+                    results[msg["path"]] = ProbeResult(msg["path"], msg["outcome"], msg.get("error"),
+                                                       detail=msg.get("detail") or {})
+                    current = None
         sel.close()
+        proc.stdout.close()
         rc = proc.wait()
         if current is not None:  # the child died (or hung) on this file
             results[current] = ProbeResult(current, "hung" if hung else "crashed",
@@ -299,10 +311,7 @@ def _child(backend: str, run: bool) -> None:
         proto.write("\x1e" + json.dumps(msg) + "\n")
         proto.flush()
 
-    for line in sys.stdin.read().splitlines():
-        path = line.strip()
-        if not path:
-            continue
+    for path in json.loads(sys.stdin.read() or "[]"):
         emit(event="start", path=path)
         detail: dict[str, Any] = {}
         try:
@@ -331,4 +340,6 @@ def _child(backend: str, run: bool) -> None:
 
 
 if __name__ == "__main__":
+    if sys.version_info < (3, 11) and sys.path and sys.path[0] in ("", os.getcwd()):
+        sys.path.pop(0)  # as -P does on 3.11+: numpy, onnx and the backends are imported after this
     _child(sys.argv[1] if len(sys.argv) > 1 else "auto", (sys.argv[2] if len(sys.argv) > 2 else "1") == "1")

@@ -100,9 +100,23 @@ class Model:
             if arr.shape[0] == 0:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"{spec.name}: empty batch; send at least one sample")
             target = np.dtype(spec.dtype)
+            if arr.dtype.kind == "b":
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"{spec.name}: expected numbers ({spec.dtype}), "
+                                   "found true/false")
             if target.kind in "iu" and arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"{spec.name}: expected integers ({spec.dtype}), "
                                    "found fractional numbers")
+            if target.kind in "iu":
+                info = np.iinfo(target)
+                if arr.size and (arr.min() < info.min or arr.max() > info.max):  # would wrap around silently
+                    raise RequestError(HTTPStatus.BAD_REQUEST, f"{spec.name}: values must fit {spec.dtype} "
+                                       f"({info.min}..{info.max})")
+            elif target.kind == "f":
+                with np.errstate(over="ignore", invalid="ignore"):
+                    finite = np.isfinite(arr.astype(target)).all() if arr.size else True
+                if not finite:  # NaN, or a number too large for the input's type
+                    raise RequestError(HTTPStatus.BAD_REQUEST, f"{spec.name}: values must be finite numbers "
+                                       f"that fit {spec.dtype}")
             feeds[spec.name] = np.ascontiguousarray(arr, dtype=target)
         return feeds
 
@@ -123,15 +137,24 @@ class Model:
         return ", ".join(f"{s.name}: {s.describe()}" for s in self.inputs)
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number this service accepts")
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "edgesdk-app/1"
+    timeout = 30  # seconds a client may stall mid-request before its connection is dropped
     model: Model  # set on the subclass made by make_server
 
     def log_message(self, fmt: str, *args: Any) -> None:  # route the stdlib's access log to logging
         log.debug("%s - %s", self.address_string(), fmt % args)
 
     def _send(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+        try:
+            data = json.dumps(body, allow_nan=False).encode()
+        except ValueError:  # a model that produced NaN/Inf: say so rather than send invalid JSON
+            status, body = HTTPStatus.UNPROCESSABLE_ENTITY, {"error": "the model produced NaN or infinite outputs"}
+            data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -176,15 +199,20 @@ class Handler(BaseHTTPRequestHandler):
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
                 raise RequestError(HTTPStatus.BAD_REQUEST, "Content-Length is not a number") from None
+            if length < 0:
+                self.close_connection = True
+                raise RequestError(HTTPStatus.BAD_REQUEST, "Content-Length is negative")
             if length > MAX_BODY:
                 self.close_connection = True  # do not read a body we refuse
                 raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                    f"request body of {length} bytes is over the limit of {MAX_BODY} bytes")
             raw = self.rfile.read(length)
             try:
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                body = json.loads(raw, parse_constant=_no_constants)
+            except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"body is not valid JSON: {e}") from e
+            except RecursionError:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "body is nested too deeply") from None
             return HTTPStatus.OK, self.model.predict(self.model.feeds(body))
 
         self._guard(route)

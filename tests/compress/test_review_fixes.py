@@ -142,3 +142,13 @@ def test_image_calibration_casts_to_the_input_dtype(tmp_path):
         data, _ = load_calibration(tmp_path, ex, preprocess=image_preprocess(tmp_path, ex, spec))
         assert data["x"].dtype == dtype
     assert sorted(np.unique(data["x"]).tolist()) == [0, 60, 120]
+
+
+def test_16_bit_grey_images_are_rescaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from edgesdk.runtimes.preprocess import ImagePreprocess
+
+    Image.fromarray(np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)).save(tmp_path / "g16.png")
+    x = ImagePreprocess.parse("resize=stretch", (1, 1, 8, 8)).load(tmp_path / "g16.png")
+    assert len(np.unique(x)) > 32 and x.min() == 0 and abs(x.max() - 1.0) < 1e-6

@@ -117,6 +117,12 @@ GOOD = np.zeros((1, 1, 8, 8)).tolist()
      "application/json", 413, "batch 17 is over the limit of 16"),
     ("POST", "/v1/predict", b" " * (app.MAX_BODY + 1), "application/json", 413, "over the limit"),
     ("POST", "/v1/predict", json.dumps({"inputs": {"x": GOOD}}).encode(), "text/plain", 415, "application/json"),
+    ("POST", "/v1/predict", b'{"inputs": {"x": [[[[NaN]]]]}}', "application/json", 400, "NaN is not a number"),
+    ("POST", "/v1/predict", json.dumps({"inputs": {"x": np.full((1, 1, 8, 8), 1e300).tolist()}}).encode(),
+     "application/json", 400, "finite numbers that fit float32"),
+    ("POST", "/v1/predict", json.dumps({"inputs": {"x": np.full((1, 1, 8, 8), True).tolist()}}).encode(),
+     "application/json", 400, "found true/false"),
+    ("POST", "/v1/predict", b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "nested too deeply"),
     ("GET", "/nope", None, None, 404, "no such path"),
     ("GET", "/v1/predict", None, None, 405, "use POST"),
     ("DELETE", "/v1/model", None, None, 405, "use GET"),
@@ -142,3 +148,18 @@ def test_server_module_does_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_negative_content_length_is_refused(served):
+    import socket
+
+    port, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: -1\r\n\r\n{}")
+        reply = b""
+        while chunk := sock.recv(4096):  # the server closes after answering
+            reply += chunk
+        reply = reply.decode()
+    assert reply.startswith("HTTP/1.0 400") and "Content-Length is negative" in reply
+    assert call(port, "GET", "/health") == (200, {"status": "ok"})

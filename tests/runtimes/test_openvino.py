@@ -64,3 +64,48 @@ def test_wrong_files(tmp_path):
 def test_doctor_lists_openvino():
     row = next(r for r in backend_status() if r["name"] == "openvino")
     assert row["available"] and "CPU" in row["detail"]
+
+
+def test_output_names_are_the_graphs_even_behind_an_identity(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["hidden"]),
+                               helper.make_node("Identity", ["hidden"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with load(tmp_path / "m.onnx", backend="openvino") as sess:
+        assert [o.name for o in sess.outputs] == ["logits"]
+        assert list(sess.run({"x": np.ones((1, 4), np.float32)})) == ["logits"]
+
+
+def test_close_while_other_threads_run_never_returns_an_empty_answer(digits_artifacts):
+    from edgesdk.errors import InferenceError
+
+    sess = load(digits_artifacts / "model.onnx", backend="openvino")
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    wrong, stop = [], threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                out = sess.run({"x": x})
+                if set(out) != {"output"}:
+                    wrong.append(out)
+            except (InferenceError, FeedError):
+                pass  # closed under it: an error is the right answer
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(20):
+        sess.close()
+        sess.load()
+    stop.set()
+    for t in threads:
+        t.join()
+    sess.close()
+    assert wrong == []

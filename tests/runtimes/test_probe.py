@@ -84,3 +84,19 @@ def test_cli_reports_the_crash_without_a_traceback(files, tmp_path):
     res = CliRunner().invoke(main, ["run", str(files["b_crash"]), "--inputs", str(tmp_path / "x.npz")])
     assert res.exit_code != 0
     assert "b_crash.onnx" in res.output and "SIGSEGV" in res.output and "Traceback" not in res.output
+
+
+def test_the_child_never_imports_modules_from_the_current_folder(digits_artifacts, tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "onnxruntime.py").write_text(f"open({str(marker)!r}, 'w').write('x')\nraise ImportError('stray')\n")
+    monkeypatch.chdir(tmp_path)
+    (result,) = probe([digits_artifacts / "model.onnx"], timeout_s=60)
+    assert result.outcome == "ok" and not marker.exists()
+
+
+def test_paths_with_spaces_and_newlines_and_many_files(digits_artifacts, tmp_path):
+    odd = [tmp_path / "model with space .onnx", tmp_path / "new\nline.onnx"]
+    for p in odd:
+        shutil.copy(digits_artifacts / "model.onnx", p)
+    results = probe([*odd, *[digits_artifacts / "model.onnx"] * 200], timeout_s=60, run=False)
+    assert [r.path for r in results[:2]] == [str(p) for p in odd] and {r.outcome for r in results} == {"ok"}

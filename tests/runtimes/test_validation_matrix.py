@@ -79,3 +79,19 @@ def test_validation_matrix(backends, backend):
         again = sess.run({"x": GOOD})
         for k in want:
             np.testing.assert_array_equal(again[k], want[k])
+
+
+def test_inputs_that_disagree_on_the_batch_are_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in "ab"],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "add.onnx"))
+    with load(tmp_path / "add.onnx") as sess:
+        with pytest.raises(FeedError, match="inputs disagree on the batch size: a 2, b 3"):
+            sess.run({"a": np.zeros((2, 4), np.float32), "b": np.zeros((3, 4), np.float32)})
+        assert sess.run({"a": np.ones((3, 4), np.float32), "b": np.ones((3, 4), np.float32)})["y"].sum() == 24
