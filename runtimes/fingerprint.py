@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -80,14 +81,9 @@ def parse_jetson(model: str | None, release: str | None) -> dict[str, Any] | Non
         return None
     l4t = None
     if release:
-        # "# R36 (release), REVISION: 4.3, GCID: ..." -> "36.4.3"
-        first = release.splitlines()[0]
-        try:
-            major = first.split("R", 1)[1].split()[0]
-            rev = first.split("REVISION:", 1)[1].split(",")[0].strip()
-            l4t = f"{major}.{rev}"
-        except IndexError:
-            l4t = first.strip()
+        # "# R36 (release), REVISION: 4.3, GCID: ..." -> "36.4.3"; anything else is not a release we can name
+        m = re.search(r"R(\d+)\b.*?REVISION:\s*(\d+(?:\.\d+)*)", release.splitlines()[0] if release.strip() else "")
+        l4t = f"{m.group(1)}.{m.group(2)}" if m else None
     jetpack = None
     if l4t:
         parts = (l4t.split(".") + ["0", "0"])[:3]

@@ -10,6 +10,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ from edgesdk.errors import ArtifactError, BackendUnavailableError, InferenceErro
 from .base import Session, TensorSpec
 from .formats import describe_bytes, detect_format, read_head
 from .pool import Pool
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
@@ -70,7 +73,13 @@ class OpenVINOSession(Session):
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ArtifactError(f"OpenVINO cannot load {self.path}", expected="a valid ONNX model or OpenVINO IR",
                                 found=first, hint="check the file with `edgesdk inspect`; re-export it") from e
-        self.precision = PRECISIONS[precision]
+        try:  # what the plugin actually runs: an f16 hint becomes bf16 on CPUs without fp16 arithmetic
+            hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+            self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        except Exception:  # noqa: BLE001 - older plugins do not report it
+            self.precision = PRECISIONS[precision]
+        if precision == "fp16" and self.precision == "bf16":
+            log.warning("OpenVINO runs %s in bf16 on this CPU (no fp16 arithmetic); asked for fp16", self.path.name)
         self._in = [_spec(p, i) for i, p in enumerate(self._compiled.inputs)]
         # the graph's own output names, read before compilation: a compiled port can carry several names
         # (an Identity feeding an output) and get_any_name() may then return an internal one

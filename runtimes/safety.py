@@ -64,6 +64,12 @@ def _node_tensors(node: Any) -> Iterator[Any]:
         if attr.HasField("t"):
             yield attr.t
         yield from attr.tensors
+        if attr.HasField("sparse_tensor"):  # Constant(sparse_value=...): its values/indices may be external
+            yield attr.sparse_tensor.values
+            yield attr.sparse_tensor.indices
+        for sp in attr.sparse_tensors:
+            yield sp.values
+            yield sp.indices
         if attr.HasField("g"):
             yield from _tensors(attr.g)
         for g in attr.graphs:

@@ -147,3 +147,26 @@ def test_compress_saves_self_contained_models_inside_the_output(digits_artifacts
     for f in digits_artifacts.glob("*.onnx"):
         model = onnx.load(str(f), load_external_data=False)
         assert all(t.data_location != TensorProto.EXTERNAL for t in model.graph.initializer), f.name
+
+
+def test_sparse_constants_are_checked_too(tmp_path):
+    from edgesdk.runtimes.safety import check_onnx_external_data
+
+    values = numpy_helper.from_array(np.ones(2, np.float32), "v")
+    values.ClearField("raw_data")
+    values.data_location = TensorProto.EXTERNAL
+    for k, v in {"location": "../secret.bin", "offset": "0", "length": "8"}.items():
+        e = values.external_data.add()
+        e.key, e.value = k, v
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.array([0, 3], np.int64), "i"), [4])
+    node = helper.make_node("Constant", [], ["c"], sparse_value=sparse)
+    graph = helper.make_graph([node, helper.make_node("Add", ["x", "c"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    (tmp_path / "m").mkdir()
+    onnx.save(model, str(tmp_path / "m" / "m.onnx"))
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 8)
+    with pytest.raises(ArtifactError, match="leads out of the model's folder"):
+        check_onnx_external_data(tmp_path / "m" / "m.onnx")

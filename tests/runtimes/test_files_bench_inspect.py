@@ -137,6 +137,7 @@ def test_pool_gives_each_caller_its_own_item_and_caps():
     ("NVIDIA Jetson Xavier NX Developer Kit", "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref",
      {"model": "NVIDIA Jetson Xavier NX Developer Kit", "l4t": "35.4.1", "jetpack": "5.1.2"}),
     ("NVIDIA Jetson AGX Thor", None, {"model": "NVIDIA Jetson AGX Thor", "l4t": None, "jetpack": None}),
+    ("NVIDIA Jetson Orin NX", "garbage\n", {"model": "NVIDIA Jetson Orin NX", "l4t": None, "jetpack": None}),
     ("Raspberry Pi 5 Model B Rev 1.0", "", None),
     (None, None, None),
 ])
