@@ -238,6 +238,9 @@ def _pt2e_static(model: Any, args: tuple, shapes: Any, calib: Mapping[str, np.nd
         from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    # the exported GraphModule takes its tensors as flat arguments even when the model is a forward(*args)
+    # wrapper (channels-last), whose own spec nests them: convert it with the flat form
+    flat = shapes[0] if shapes is not None and len(shapes) == 1 and isinstance(shapes[0], tuple) else shapes
     prepared = prepare_pt2e(torch.export.export(model.eval(), args, dynamic_shapes=shapes).module(), quantizer)
     with torch.no_grad():
         for batch in _calib_batches(calib, names, fixed=None if shapes is not None else int(args[0].shape[0])):
@@ -249,7 +252,7 @@ def _pt2e_static(model: Any, args: tuple, shapes: Any, calib: Mapping[str, np.nd
         from torch.ao.quantization import move_exported_model_to_eval
     converted = move_exported_model_to_eval(converted)
     return litert_torch.convert(converted, args, quant_config=QuantConfig(pt2e_quantizer=quantizer),
-                                dynamic_shapes=shapes)
+                                dynamic_shapes=flat)
 
 
 def _ai_edge_quantize(src: Path, dst: Path, precision: str) -> dict[str, Any]:

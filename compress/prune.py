@@ -271,8 +271,11 @@ def _prune_once(model: Any, example_inputs: Mapping[str, Any], *, ratio: float |
         info.notes.append("nn.MultiheadAttention keeps its heads (its embed_dim is tied to the residual stream); "
                           "its feed-forward layers were pruned")
     if params1 == params0:
-        info.notes.append(f"nothing was pruned: at ratio {ratio} with round_to={round_to} no layer could keep a "
-                          "multiple of round_to channels; lower --prune or the rounding multiple")
+        info.notes.append(
+            f"nothing was pruned: at ratio {ratio} with round_to={round_to} no layer could keep a multiple of "
+            "round_to channels; lower --prune or the rounding multiple" if round_to else
+            f"nothing was pruned at ratio {ratio}: every prunable layer is protected or tied to an input/output "
+            "width; check --prune-protect")
         log.warning(info.notes[-1])
     if target_macs is not None and macs1 is not None and macs1 > target_macs:
         info.notes.append(f"reached {macs1:,} MACs, above the {target_macs:,} target at the 90% ratio cap")

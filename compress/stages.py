@@ -60,7 +60,12 @@ def _prune_and_recover(ctx: StageContext, ratio: float | None) -> tuple[Any, dic
     meta: dict[str, Any] = {"pruning": info.to_dict(), "params": info.params_after, "macs": info.macs_after,
                             "accuracy_before_recovery": evaluate(student) if evaluate else None}
     hook = ctx.records.get("recovery_hook")
-    if p.recover and p.method == "channel" and (p.recover_steps > 0 or hook is not None):
+    unchanged = p.method == "channel" and info.params_after == info.params_before
+    if unchanged:  # recovery would only move an unpruned model away from the original
+        meta["recovery"] = {"method": "none", "reason": "nothing was pruned"}
+        meta["warnings"] = [n for n in info.notes if n.startswith("nothing was pruned")] or [
+            "nothing was pruned; the pruned artifacts are the original model"]
+    elif p.recover and p.method == "channel" and (p.recover_steps > 0 or hook is not None):
         say = ctx.records.get("say")
         if say is not None:
             say(f"recovering the pruned model ({'your hook' if hook else f'{p.recover_steps} distillation steps'})")
@@ -211,7 +216,8 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
     except ExportError as e:  # one target failing must not abort the others
         _target_failed(ctx, target, "failed", e)
         return None
-    meta = {"exporter": "litert-torch", "quantization": info.quantization, "warnings": info.warnings,
+    meta = {"exporter": "litert-torch", "target": target, "quantization": info.quantization,
+            "warnings": info.warnings,
             "export_time_s": round(info.export_time_s, 3), "reference": ctx.records.get("reference", "pytorch"),
             "calibration": ctx.calib_source if precision == "int8" else None}
     if info.input_layout:

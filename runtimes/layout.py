@@ -1,9 +1,10 @@
-"""Input layouts: feed artifacts whose inputs were exported channels-last from channels-first data.
+"""Feed artifacts from the reference data compress stored, whatever layout or integer width they took.
 
 A TFLite artifact made with ``--tflite-nhwc`` takes its image inputs as N,H,W,C (what apps on phones
-hold); the reference and evaluation data stored with the artifacts are N,C,H,W like the PyTorch
-model's. Inside the SDK (the parity gate, accuracy, the on-device re-check) such a session is
-wrapped so that it takes the reference layout; apps call the artifact in its own layout.
+hold); TFLite also stores token ids as int32 where PyTorch used int64; an exporter may drop an input
+the model never reads. The reference and evaluation data stored with the artifacts are in the
+PyTorch model's terms. Inside the SDK (the parity gate, accuracy, the on-device re-check) a session
+is wrapped so that it takes that data; apps call the artifact in its own terms.
 
 Example::
 
@@ -16,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgesdk.errors import InputError
+from edgesdk.errors import FeedError, InputError
 
 LAYOUTS = ("channels_last",)
 
@@ -27,19 +28,30 @@ def to_channels_last(a: np.ndarray) -> np.ndarray:
 
 
 class LayoutAdapter:
-    """A session whose named inputs are transposed before each run; everything else is the session's."""
+    """A session whose feeds are put in its own terms before each run; everything else is the session's."""
 
-    def __init__(self, session: Any, layouts: Mapping[str, str]) -> None:
+    def __init__(self, session: Any, layouts: Mapping[str, str] | None = None, drop_unknown: bool = False) -> None:
+        layouts = dict(layouts or {})
         unknown = sorted(set(layouts.values()) - set(LAYOUTS))
         if unknown:
             raise InputError(f"unknown input layout {unknown[0]!r}", expected=", ".join(LAYOUTS), found=unknown[0],
                              hint="the manifest was written by a newer edgesdk; upgrade edgesdk on this machine")
         self._session = session
-        self.layouts = dict(layouts)
+        self.layouts = layouts
+        self.drop_unknown = drop_unknown
 
     def run(self, feeds: Mapping[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
-        moved = {k: (to_channels_last(np.asarray(v)) if self.layouts.get(k) == "channels_last"
-                     and np.ndim(v) >= 3 else v) for k, v in feeds.items()}
+        specs = {s.name: s for s in self._session.inputs}
+        moved = {}
+        for k, v in feeds.items():
+            if k not in specs and self.drop_unknown:
+                continue  # an input the exporter dropped because the model never reads it
+            if self.layouts.get(k) == "channels_last" and np.ndim(v) >= 3:
+                v = to_channels_last(np.asarray(v))
+            spec = specs.get(k)
+            if spec is not None and isinstance(v, np.ndarray) and v.dtype != spec.dtype:
+                v = _narrow(k, v, spec.dtype)
+            moved[k] = v
         return self._session.run(moved, **kwargs)
 
     __call__ = run
@@ -48,6 +60,22 @@ class LayoutAdapter:
         return getattr(self._session, name)
 
 
-def adapt_layout(session: Any, layouts: Mapping[str, str] | None) -> Any:
-    """``session`` itself when no input changed layout, else a LayoutAdapter over it."""
-    return LayoutAdapter(session, layouts) if layouts else session
+def _narrow(name: str, v: np.ndarray, dtype: str) -> np.ndarray:
+    """int64 ids into an int32 input (TFLite has no int64 ids); anything else is left for validation."""
+    try:
+        target = np.dtype(dtype)
+    except TypeError:
+        return v
+    if v.dtype.kind in "iu" and target.kind in "iu":
+        info = np.iinfo(target)
+        if v.size and (v.min() < info.min or v.max() > info.max):
+            raise FeedError(f"input {name!r}: values do not fit the artifact's {target}",
+                            found=f"{v.min()}..{v.max()}", expected=f"{info.min}..{info.max}")
+        return v.astype(target)
+    return v
+
+
+def adapt_layout(session: Any, layouts: Mapping[str, str] | None, *, drop_unknown: bool = False) -> Any:
+    """A LayoutAdapter over ``session``: channels-last transposes for ``layouts``, integer ids narrowed to
+    the artifact's width, and (``drop_unknown``) feeds for inputs the artifact does not have dropped."""
+    return LayoutAdapter(session, layouts, drop_unknown)

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
@@ -95,8 +96,15 @@ class LiteRTSession(Session):
         try:
             first = self._new_interpreter()
         except (ValueError, RuntimeError) as e:
+            text = " ".join(str(e).split())
+            op = re.search(r"Didn't find op for (?:builtin opcode|custom opcode) '([^']+)'", text)
+            if op:  # a valid file with an op this runtime has no kernel for
+                raise ArtifactError(f"the LiteRT runtime here has no kernel for op {op.group(1)} in "
+                                    f"{self.path.name}", found=text[:300],
+                                    hint="rewrite that op in the model (sort/topk, for instance, often lower to "
+                                         "it), or ship the ONNX artifact for this model") from e
             raise ArtifactError(f"LiteRT cannot load {self.path}", expected="a valid TFLite flatbuffer",
-                                found=str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__,
+                                found=text[:300] or type(e).__name__,
                                 hint="the file may be truncated or corrupt; re-export it") from e
         self.raw_io = bool(self.options.get("raw_io", False))
         self._in = [_IO(d) for d in first.get_input_details()]

@@ -25,7 +25,7 @@ import numpy as np
 from . import __version__
 from .atomic import staged_output_dir, write_json
 from .progress import counter
-from .errors import BudgetError, InputError, ParityError
+from .errors import BudgetError, EdgeSDKError, InputError, ParityError
 from .intake import check_feeds_match, check_labels
 from .parity import DEFAULT_TOLERANCES, compare
 from .pipeline import Artifact, StageContext, run_stages
@@ -88,6 +88,15 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     examples = _normalize_inputs(example_inputs)
     examples_np = {k: v.detach().cpu().numpy() for k, v in examples.items()}
     _check_model_runs(model, examples)
+    if output_names:
+        names = [str(n) for n in output_names]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        clash = sorted(set(names) & set(examples))
+        if twice or clash:
+            raise InputError("output names must be distinct and differ from the input names",
+                             found=(f"repeated: {', '.join(twice)}" if twice else "")
+                             + ("; " if twice and clash else "") + (f"also inputs: {', '.join(clash)}" if clash else ""),
+                             hint="give each --output-name once, e.g. --output-name logits --output-name embedding")
     from edgesdk.compress.calibration import image_preprocess, load_calibration
 
     calib_source = None
@@ -154,13 +163,24 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
                                                    reference_outputs, say)
         failures: list[str] = []
 
-        def check(art: Artifact) -> None:
+        def check(art: Artifact) -> bool | None:
             if art.format == "torch":  # a pruned PyTorch model: not an export to verify, but say how far it moved
                 art.meta["vs_original"] = _vs(reference_outputs, reference("pytorch.pruned"))
                 return
             ref = art.meta.get("reference", "pytorch")
             say(f"checking {art.name} against PyTorch" + (" (pruned model)" if ref != "pytorch" else ""))
-            _gate(art, recipe, reference_inputs, reference(ref), eval_data, list(examples), failures)
+            target = art.meta.get("target")
+            try:
+                _gate(art, recipe, reference_inputs, reference(ref), eval_data, list(examples), failures)
+            except EdgeSDKError as e:
+                if target is None:  # the ONNX artifacts are the spine of the run: their failure is the run's
+                    raise
+                # a secondary target (TFLite) that cannot even be run here is reported, not fatal
+                ctx.records.setdefault("targets", {})[target] = {
+                    "status": "failed", "reason": f"{art.name} could not be verified: {e.one_line()}",
+                    "install": None}
+                log.warning("%s: not delivered - %s", target, e.one_line())
+                return False
             if ref != "pytorch":
                 art.meta["vs_original"] = _vs(reference_outputs, art.meta.pop("_outputs"))
             else:
@@ -279,7 +299,7 @@ def _input_warnings(reference_inputs: list[dict[str, np.ndarray]], examples: Map
     are zeros): every artifact was then verified on one token only."""
     out = []
     for name, ex in examples.items():
-        if ex.dtype.kind not in "iub" or (calib is not None and name in calib):
+        if ex.dtype.kind not in "iub":
             continue
         values = np.unique(np.concatenate([b[name].ravel() for b in reference_inputs if name in b]))
         if len(values) <= 1:
@@ -373,7 +393,13 @@ def _gate(art: Artifact, recipe: Recipe, ref_in: list[dict[str, np.ndarray]],
                          hint="add 'auto' to --backends, or drop the target that makes this artifact")
     for i, backend in enumerate(backends):
         with load(art.path, backend=backend) as sess:
-            ref_layout = adapt_layout(sess, art.meta.get("input_layout"))  # reference data is N,C,H,W
+            # reference data is in PyTorch's terms: N,C,H,W, int64 ids, every forward() argument
+            ref_layout = adapt_layout(sess, art.meta.get("input_layout"), drop_unknown=True)
+            dropped = sorted(set(ref_in[0]) - {s.name for s in sess.inputs})
+            if dropped and i == 0:
+                art.meta.setdefault("warnings", []).append(
+                    f"{art.name} has no input {', '.join(map(repr, dropped))}: the model never reads it, so the "
+                    "exporter left it out; callers must not send it")
             got = [ref_layout.run(feeds) for feeds in ref_in]
             result = compare(ref_out, got, atol=atol, rtol=rtol, min_cosine=min_cos)
             accuracy = _accuracy(ref_layout, eval_data, input_names) if eval_data is not None else None
@@ -406,17 +432,21 @@ def _backends_for(art: Artifact, recipe: Recipe) -> list[str]:
 
 
 def _slower_than_parent(artifacts: list[Artifact], results: list[dict[str, Any]]) -> list[str]:
-    """Say when a compressed artifact runs slower than the artifact it came from (INT8 that does not pay)."""
+    """Say when a compressed artifact runs slower than the float artifact it stands in for (INT8 that does
+    not pay): a quantized ONNX against its parent, a quantized TFLite against the float TFLite."""
     p50 = {(r["artifact"], r.get("backend"), r["batch"]): r["latency_ms"]["p50"] for r in results}
+    float_tflite = {a.meta.get("reference"): a.name for a in artifacts if a.stage == "export_tflite"}
     msgs = []
     for art in artifacts:
-        if art.stage != "quantize_onnx" or art.parent is None:
+        base = art.parent if art.stage == "quantize_onnx" else (
+            float_tflite.get(art.meta.get("reference")) if art.stage == "quantize_tflite" else None)
+        if base is None:
             continue
         for (name, backend, batch), t in p50.items():
-            parent_t = p50.get((art.parent, backend, batch))
+            parent_t = p50.get((base, backend, batch))
             if name == art.name and parent_t is not None and t > parent_t * 1.05:
-                msg = (f"{art.name} is {t / parent_t:.2f}x slower than {art.parent} on {backend} at batch {batch} "
-                       f"on this CPU: quantization does not pay for this model here; ship {art.parent} for speed")
+                msg = (f"{art.name} is {t / parent_t:.2f}x slower than {base} on {backend} at batch {batch} "
+                       f"on this CPU: quantization does not pay for this model here; ship {base} for speed")
                 art.meta.setdefault("warnings", []).append(msg)
                 msgs.append(msg)
     return msgs

@@ -110,8 +110,11 @@ STAGE_TEXT = {
 
 
 def run_stages(names: list[str], ctx: StageContext,
-               on_artifact: Callable[[Artifact], None] | None = None) -> list[Artifact]:
-    """Run stages in order; each gets the previous artifact. Times are recorded in ``meta``."""
+               on_artifact: Callable[[Artifact], bool | None] | None = None) -> list[Artifact]:
+    """Run stages in order; each gets the previous artifact. Times are recorded in ``meta``.
+
+    ``on_artifact`` sees each artifact as it is made; returning False drops it (its file is deleted) and
+    the next stage gets the previous artifact."""
     artifacts: list[Artifact] = []
     parent: Artifact | None = None
     say = ctx.records.get("say")
@@ -121,8 +124,8 @@ def run_stages(names: list[str], ctx: StageContext,
             from .errors import InputError
 
             raise InputError(f"unknown stage {name!r}", expected=", ".join(sorted(STAGES)), found=name)
-        if say is not None:
-            src = f" (from {parent.name})" if parent is not None and name != "prune" else ""  # prune starts from PyTorch
+        if say is not None:  # only these stages transform the artifact before them; the others start from PyTorch
+            src = f" (from {parent.name})" if parent is not None and name in ("export_onnx", "quantize_onnx") else ""
             say(STAGE_TEXT.get(name, name) + src)
         t0 = time.perf_counter()
         art = stage(ctx, parent)
@@ -131,8 +134,9 @@ def run_stages(names: list[str], ctx: StageContext,
         art.stage = name
         art.meta.setdefault("stage_time_s", round(time.perf_counter() - t0, 3))
         log.info("stage %s -> %s (%.1fs)", name, art.path.name, art.meta["stage_time_s"])
-        if on_artifact is not None:
-            on_artifact(art)
+        if on_artifact is not None and on_artifact(art) is False:  # vetoed (a target that failed verification)
+            art.path.unlink(missing_ok=True)
+            continue
         artifacts.append(art)
         ctx.artifacts.append(art)
         parent = art

@@ -140,3 +140,40 @@ def test_full_integer_int8_calibrates_with_few_samples(tmp_path):
 
     q = inspect_artifact(path)["inputs"][0]["quantization"]
     assert q != {"scale": 1.0, "zero_point": 0}, q  # an uncalibrated observer leaves scale 1, zero point 0
+
+
+class _Tok(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.e = torch.nn.Embedding(100, 16)
+        self.fc = torch.nn.Linear(16, 5)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.e(ids).mean(1))
+
+
+class _TopK(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = torch.topk(x, 4, dim=1).values
+        return self.fc(torch.cat([top, x[:, :4]], 1))
+
+
+@pytest.mark.slow
+def test_int64_ids_reach_an_int32_tflite_and_a_tflite_that_cannot_run_is_not_delivered(tmp_path):
+    torch.manual_seed(0)
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, 100, (1, 12)))
+    res = edgesdk.compress(_Tok(), {"ids": ids}, out_dir=tmp_path / "tok", targets=["onnx", "tflite"],
+                           calib_data={"ids": np.random.default_rng(1).integers(0, 100, (32, 12))}, benchmark=False)
+    arts = {a["name"]: a for a in res.manifest["artifacts"]}
+    assert arts["model.tflite"]["inputs"][0]["dtype"] == "int32" and arts["model.tflite"]["parity"]["passed"]
+    # an op the LiteRT runtime has no kernel for: TFLite is reported, ONNX still delivered
+    res = edgesdk.compress(_TopK(), {"x": torch.rand(1, 8)}, out_dir=tmp_path / "topk", targets=["onnx", "tflite"],
+                           benchmark=False)
+    assert [a["name"] for a in res.manifest["artifacts"]] == ["model.onnx"]
+    t = res.manifest["targets"]["tflite"]
+    assert t["status"] == "failed" and "could not be verified" in t["reason"], t
+    assert not (tmp_path / "topk" / "model.tflite").exists()

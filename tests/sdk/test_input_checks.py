@@ -166,3 +166,38 @@ def test_dict_outputs_keep_their_keys_as_output_names(tmp_path):
 
     with load(tmp_path / "o" / "model.onnx") as sess:
         assert set(sess.run({"x": np.zeros((2, 4), np.float32)})) == {"logits", "probs"}
+
+
+class Unused(Small):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_an_input_the_model_never_reads_is_named_not_blamed(tmp_path):
+    res = edgesdk.compress(Unused(), {"x": torch.rand(1, 4), "mask": torch.rand(1, 4)}, out_dir=tmp_path / "o",
+                           benchmark=False)
+    art = res.manifest["artifacts"][0]
+    assert art["parity"]["passed"] and [i["name"] for i in art["inputs"]] == ["x"]
+    assert any("has no input 'mask'" in w for w in art["meta"]["warnings"])
+
+
+def test_output_names_must_be_distinct_and_not_inputs(tmp_path):
+    with pytest.raises(InputError, match="repeated: a"):
+        edgesdk.compress(Small(), X, out_dir=tmp_path / "o", output_names=["a", "a"])
+    with pytest.raises(InputError, match="also inputs: x"):
+        edgesdk.compress(Small(), X, out_dir=tmp_path / "o", output_names=["x"])
+
+
+def test_random_calibration_does_not_hide_single_valued_ids(tmp_path):
+    res = edgesdk.compress(TokenModel(), {"ids": torch.zeros(1, 8, dtype=torch.int64)}, out_dir=tmp_path / "o",
+                           calib_data="random", quantize="int8-dynamic", benchmark=False)
+    assert any("integer input 'ids'" in w for w in res.report["warnings"])
+
+
+def test_a_prune_that_removes_nothing_skips_recovery_and_says_so(tmp_path):
+    torch.manual_seed(0)
+    res = edgesdk.compress(Small(), X, out_dir=tmp_path / "o", prune=0.5, prune_round_to=16, calib_data=_data(),
+                           benchmark=False)  # 16 hidden units cannot keep a multiple of 16 at 50%
+    pruned = next(a for a in res.manifest["artifacts"] if a["stage"] == "prune")
+    assert pruned["meta"]["recovery"] == {"method": "none", "reason": "nothing was pruned"}
+    assert any("nothing was pruned" in w for w in res.report["warnings"] + pruned["meta"]["warnings"])
