@@ -76,6 +76,19 @@ def _rename_io(path: Path, inputs: list[str], outputs: list[str]) -> None:
                           found=f"{len(sg.inputs)} inputs, {len(sg.outputs)} outputs")
     for idx, name in [*zip(sg.inputs, inputs), *zip(sg.outputs, outputs)]:
         sg.tensors[idx].name = name.encode()
+    # litert-torch leaves outputs with the traced batch (e.g. [2, 10]) when the inputs' batch is dynamic (-1);
+    # declare it dynamic too, so apps that size buffers from the file see the batch, not the tracing size
+    batch_in = {int(sg.tensors[i].shapeSignature[0]) for i in sg.inputs
+                if sg.tensors[i].shapeSignature is not None and len(sg.tensors[i].shapeSignature)}
+    if batch_in == {-1}:
+        for i in sg.outputs:
+            sig = sg.tensors[i].shapeSignature
+            if sig is None or not len(sig):
+                sig = np.array(sg.tensors[i].shape, dtype=np.int32)
+            if len(sig) and sig[0] > 0:
+                sig = np.array(sig, dtype=np.int32)
+                sig[0] = -1
+                sg.tensors[i].shapeSignature = sig
     # signature entries are sorted by their generated names (args_0, args_1, args_10, ...), not by position:
     # map each through the tensor it points at
     by_tensor = {idx: name for idx, name in [*zip(sg.inputs, inputs), *zip(sg.outputs, outputs)]}

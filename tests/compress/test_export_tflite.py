@@ -131,6 +131,23 @@ def test_signature_names_map_to_the_right_tensors_with_many_inputs(tmp_path):
 
 
 @pytest.mark.slow
+def test_outputs_declare_the_dynamic_batch_in_the_file(tmp_path):
+    """An app sizing buffers from the file's own signature sees the batch, not litert-torch's tracing size."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = tmp_path / "m.tflite"
+    export_tflite(build_model(f"{DIGITS_MODEL}:build"), {"x": torch.rand(1, 1, 8, 8)}, path)
+    it = Interpreter(str(path))
+    assert it.get_input_details()[0]["shape_signature"][0] == -1
+    assert it.get_output_details()[0]["shape_signature"].tolist() == [-1, 10]
+    it.resize_tensor_input(0, [5, 1, 8, 8])
+    it.allocate_tensors()
+    it.set_tensor(0, np.zeros((5, 1, 8, 8), np.float32))
+    it.invoke()
+    assert it.get_tensor(it.get_output_details()[0]["index"]).shape == (5, 10)
+
+
+@pytest.mark.slow
 def test_full_integer_int8_calibrates_with_few_samples(tmp_path):
     model = build_model(f"{DIGITS_MODEL}:build")
     calib = {"x": np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)}  # fewer than one batch of 32
