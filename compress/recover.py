@@ -43,7 +43,6 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
     teacher.eval()
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    losses = []
     if labels is not None:
         labels = np.asarray(labels)
         with torch.no_grad():

@@ -44,6 +44,14 @@ def _size_of(model, example_inputs) -> dict:
     return {"params": params, "macs": macs}
 
 
+def _calib_inputs(ctx: StageContext) -> dict[str, Any] | None:
+    """The calibration arrays the quantizers take: model inputs only (no labels), capped at calib_samples."""
+    if not ctx.calib:
+        return None
+    n = ctx.recipe.quantize.calib_samples
+    return {k: ctx.calib[k][:n] for k in ctx.example_inputs}
+
+
 def _prune_and_recover(ctx: StageContext, ratio: float | None) -> tuple[Any, dict[str, Any]]:
     import copy
 
@@ -159,7 +167,7 @@ def quantize_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
         raise InputError("quantize_onnx needs an ONNX artifact before it", hint="put export_onnx first in the recipe")
     q = ctx.recipe.quantize
     path = ctx.workdir / f"{parent.path.stem}.{_SUFFIX[q.mode]}.onnx"
-    calib = {k: ctx.calib[k][:q.calib_samples] for k in ctx.example_inputs} if ctx.calib else None
+    calib = _calib_inputs(ctx)
     budget = ctx.records.get("budget")
     if budget is not None:
         info, budget_meta = budget(parent.path, path)
@@ -208,7 +216,7 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
     suffix = "" if precision == "fp32" else f".{_TFLITE_SUFFIX[precision]}"
     path = ctx.workdir / f"model{variant}{suffix}.tflite"
     q = ctx.recipe.quantize
-    calib = {k: ctx.calib[k][:q.calib_samples] for k in ctx.example_inputs} if ctx.calib else None
+    calib = _calib_inputs(ctx)
     try:
         info = export_tflite(ctx.model, ctx.example_inputs, path, precision=precision, calib=calib,
                              output_names=ctx.output_names, dynamic_batch=ctx.recipe.export.dynamic_batch,
@@ -334,7 +342,7 @@ def quantize_tensorrt_stage(ctx: StageContext, parent: Artifact | None) -> Artif
 
         q = ctx.recipe.quantize
         path = ctx.workdir / f"{float_src.path.stem}.int8.trt.onnx"
-        calib = {k: ctx.calib[k][:q.calib_samples] for k in ctx.example_inputs} if ctx.calib else None
+        calib = _calib_inputs(ctx)
         quantize_onnx(float_src.path, path, mode="int8", calib=calib, calib_method=q.calib_method,
                       per_channel=q.per_channel, target="tensorrt", nodes_to_exclude=q.exclude)
         qdq = Artifact(name=path.name, path=path, format="onnx", precision="int8", parent=float_src.name,

@@ -39,9 +39,10 @@ class LayoutAdapter:
         self._session = session
         self.layouts = layouts
         self.drop_unknown = drop_unknown
+        self._specs = {s.name: s for s in session.inputs}  # read once, not on every run
 
     def run(self, feeds: Mapping[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
-        specs = {s.name: s for s in self._session.inputs}
+        specs = self._specs
         moved = {}
         for k, v in feeds.items():
             if k not in specs and self.drop_unknown:

@@ -74,6 +74,19 @@ def _inside(root: Path, rel: Any, manifest: Path) -> Path:
     return file
 
 
+def unrunnable_reason(fmt: Any, backend: str = "auto") -> str | None:
+    """Why no backend here can run files of format ``fmt`` (None when one can): ``backend`` names one, or
+    "auto" takes any installed backend for the format."""
+    candidates = FORMAT_BACKENDS.get(fmt, [])
+    if backend != "auto":
+        return None if backend in candidates else f"the {backend} backend cannot run {fmt} files"
+    if not candidates:
+        return f"no runtime backend for {fmt} files"
+    if not any(_installed(b) for b in candidates):
+        return f"not installed here: {REQUIRES[candidates[0]][1]}"
+    return None
+
+
 def verify_entry(root: Path, entry: dict[str, Any]) -> Path:
     """The artifact file of a manifest entry, after checking that it (and any ONNX external-data file it
     lists) lies inside the directory and still has the recorded sha256."""
@@ -125,16 +138,10 @@ def _from_dir(path: Path, artifact: str | None, backend: str = "auto") -> Path:
     entries = [e for e in entries if isinstance(e, dict)]
     names = [e.get("name") for e in entries]
 
-    def runnable(e: dict[str, Any]) -> bool:
-        backends = FORMAT_BACKENDS.get(e.get("format"), [])
-        if backend != "auto":
-            return backend in backends
-        return any(_installed(b) for b in backends)
-
     for e in entries:
         if artifact is not None and e.get("name") != artifact:
             continue
-        if artifact is not None or runnable(e):
+        if artifact is not None or unrunnable_reason(e.get("format"), backend) is None:
             return verify_entry(path, e)
     on = "" if backend == "auto" else f" for the {backend} backend"
     raise ArtifactError(f"no runnable artifact in {path}{on}" + (f" named {artifact!r}" if artifact else ""),

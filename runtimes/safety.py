@@ -76,6 +76,14 @@ def _node_tensors(node: Any) -> Iterator[Any]:
             yield from _tensors(g)
 
 
+def _external_tensors(model: Any) -> Iterator[Any]:
+    """Every tensor of a loaded ModelProto (graph, subgraphs, functions) whose data lives in another file."""
+    import onnx
+
+    tensors = [*_tensors(model.graph), *(t for fn in model.functions for node in fn.node for t in _node_tensors(node))]
+    return (t for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL)
+
+
 def external_data_files(path: str | Path) -> list[str]:
     """The files an ONNX model's external tensors live in, relative to its folder (sorted, unique)."""
     p = Path(path)
@@ -84,13 +92,7 @@ def external_data_files(path: str | Path) -> list[str]:
     import onnx
 
     model = onnx.load(str(p), load_external_data=False)
-    tensors = list(_tensors(model.graph))
-    for fn in model.functions:
-        for node in fn.node:
-            tensors.extend(_node_tensors(node))
-    files = {e.value for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL
-             for e in t.external_data if e.key == "location"}
-    return sorted(files)
+    return sorted({e.value for t in _external_tensors(model) for e in t.external_data if e.key == "location"})
 
 
 def check_onnx_external_data(path: str | Path) -> int:
@@ -112,14 +114,8 @@ def check_onnx_external_data(path: str | Path) -> int:
         raise ArtifactError(f"{p} is not a readable ONNX model", found=f"{type(e).__name__}: {str(e)[:200]}",
                             hint="the file may be truncated or corrupt; re-export it") from e
     base = p.parent.resolve()
-    tensors = list(_tensors(model.graph))
-    for fn in model.functions:
-        for node in fn.node:
-            tensors.extend(_node_tensors(node))
     checked = 0
-    for t in tensors:
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
+    for t in _external_tensors(model):
         _check_external(p, base, t)
         checked += 1
     return checked

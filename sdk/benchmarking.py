@@ -42,20 +42,6 @@ def _reference(path: Path, manifest: dict[str, Any]) -> Any:
     return load_reference_set(verify_entry(path, info))
 
 
-def _runnable(entry: dict[str, Any], backend: str) -> str | None:
-    """Why no backend here can run this manifest entry, or None when one can."""
-    from edgesdk.runtimes.registry import FORMAT_BACKENDS, REQUIRES, backend_installed
-
-    candidates = FORMAT_BACKENDS.get(entry.get("format"), [])
-    if backend != "auto":
-        return None if backend in candidates else f"the {backend} backend cannot run {entry.get('format')} files"
-    if not candidates:
-        return f"no runtime backend for {entry.get('format')} files"
-    if not any(backend_installed(b) for b in candidates):
-        return f"not installed here: {REQUIRES[candidates[0]][1]}"
-    return None
-
-
 def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: int | None = None,
                     batches: tuple[int, ...] = (1,), warmup: int = 10, iterations: int = 100,
                     duration_s: float | None = None, device: str = "auto",
@@ -69,7 +55,7 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
     """
     from edgesdk.runtimes import benchmark, load
     from edgesdk.runtimes.fingerprint import device_fingerprint
-    from edgesdk.runtimes.registry import verify_entry
+    from edgesdk.runtimes.registry import unrunnable_reason, verify_entry
 
     from .reference import check_artifact
 
@@ -85,7 +71,7 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
                 if not isinstance(e, dict):
                     raise ArtifactError(f"{p / 'manifest.json'} has an artifact entry that is not an object",
                                         found=repr(e)[:100], hint="copy the directory again or re-run compress")
-                why = _runnable(e, backend)
+                why = unrunnable_reason(e.get("format"), backend)
                 if why:
                     skipped.append({"artifact": e.get("name"), "path": str(p / str(e.get("path"))), "reason": why})
                 else:

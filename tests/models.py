@@ -5,6 +5,17 @@ import torch
 from torch import nn
 
 
+class Small(nn.Module):
+    """A 4 -> 16 -> 3 MLP: the fastest model to push through the whole pipeline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class ConvBnRelu(nn.Module):
     def __init__(self) -> None:
         super().__init__()

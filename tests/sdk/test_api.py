@@ -12,6 +12,7 @@ from torch import nn
 import edgesdk
 from edgesdk.atomic import sha256_file
 from edgesdk.errors import InputError, ParityError
+from tests.models import Small
 
 
 class Drifting(nn.Module):
@@ -26,15 +27,6 @@ class Drifting(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return self.lin(x) + float(self.calls)
-
-
-class Small(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 def _verify(out: Path) -> dict:

@@ -11,15 +11,7 @@ from torch import nn
 
 import edgesdk
 from edgesdk.errors import InputError
-
-
-class Small(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+from tests.models import Small
 
 
 class ArgmaxHead(Small):
