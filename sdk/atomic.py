@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -39,14 +38,100 @@ _OWNER_FILE = ".edgesdk-owner"  # "PID HOST" of the run writing a staging dir; r
 _STALE_AFTER_S = 3600.0  # a staging dir whose owner cannot be checked is stale after this long unchanged
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# Files are created with this mode and the kernel applies the umask at creation, as for open(): 0644 under
+# the usual 022. Nothing is chmod-ed afterwards (a chmod fails on filesystems such as vfat).
+_CREATE_MODE = 0o666
+_DEFAULT_NAME_MAX, _DEFAULT_PATH_MAX = 255, 4096
 
 
-# Read once at import: os.umask can only be read by setting it, which is not thread-safe per call.
-_FILE_MODE = 0o666 & ~_read_umask()
+def _limits(path: Path) -> tuple[int, int]:
+    """(NAME_MAX, PATH_MAX) in bytes of the filesystem holding ``path`` (asked of its nearest existing folder)."""
+    probe = Path(os.path.abspath(path))
+    while True:
+        try:
+            return os.pathconf(probe, "PC_NAME_MAX"), os.pathconf(probe, "PC_PATH_MAX")
+        except (OSError, ValueError, AttributeError):  # missing, too long, or no pathconf (Windows)
+            if probe.parent == probe:
+                return _DEFAULT_NAME_MAX, _DEFAULT_PATH_MAX
+            probe = probe.parent
+
+
+def path_too_long(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot exist on its filesystem (a name over NAME_MAX bytes, or the whole over PATH_MAX), or None.
+
+    Example::
+
+        path_too_long("out/" + "a" * 300)   # 'the name aaaa... is 300 bytes; this filesystem allows 255'
+    """
+    full = Path(os.path.abspath(path))
+    name_max, path_max = _limits(full)
+    for part in full.parts[1:]:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            return f"the name {part[:24]}... is {size} bytes; this filesystem allows {name_max}"
+    size = len(os.fsencode(str(full)))
+    if size >= path_max:  # PATH_MAX counts the terminating NUL
+        return f"the whole path is {size} bytes; this filesystem allows {path_max - 1}"
+    return None
+
+
+def check_output_path(path: str | os.PathLike) -> None:
+    """Raise OutputWriteError (exit 5) before anything is written when ``path`` is too long for its filesystem.
+
+    Example::
+
+        check_output_path("out/model.onnx")      # fine: returns None
+        check_output_path("a" * 300)             # OutputWriteError: ... too long
+    """
+    why = path_too_long(path)
+    if why is not None:
+        name_max, path_max = _limits(Path(os.path.abspath(path)))
+        raise OutputWriteError(f"cannot write {path}: the path is too long for the filesystem",
+                               expected=f"each name in the path at most {name_max} bytes and the whole path "
+                                        f"under {path_max} bytes", found=why,
+                               hint="choose a shorter -o/--out path; nothing was written")
+
+
+def _fit(name: str, room: int) -> str:
+    """``name`` when it fits in ``room`` bytes, else its head cut to fit plus ``~`` and 8 hex of its sha256.
+
+    Deterministic, so a later run finds the leftovers of an earlier one under the same shortened name.
+    """
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return name
+    tag = "~" + hashlib.sha256(raw).hexdigest()[:8]
+    head = name
+    while head and len(os.fsencode(head)) > room - len(tag):
+        head = head[:-1]  # whole characters, so a multi-byte UTF-8 name is never cut mid-character
+    return head + tag
+
+
+def _sibling_stem(parent: Path, prefix: str, name: str) -> str:
+    """``prefix + name``, shortened so that ``stem-XXXXXXXX.PID`` fits the filesystem's NAME_MAX."""
+    room = _limits(parent)[0] - len(os.fsencode(prefix)) - 9 - 8  # "-" and 8 hex, "." and a PID of up to 7 digits
+    return prefix + _fit(name, room)
+
+
+def temp_file_beside(path: str | os.PathLike) -> tuple[int, str]:
+    """Create a new, empty temporary file in ``path``'s folder, mode 0666 & ~umask (the umask now, as open()
+    applies it; tempfile.mkstemp would give 0600), its name shortened when ``path``'s is long. Returns an fd
+    open for writing and the temporary name, to ``os.replace`` onto ``path`` when complete.
+
+    Example::
+
+        fd, tmp = temp_file_beside(out / "model.onnx")
+        os.close(fd); onnx.save_model(proto, tmp); os.replace(tmp, out / "model.onnx")
+    """
+    path = Path(path)
+    prefix = "." + _fit(path.name, _limits(path.parent)[0] - 15) + "."  # "." + 8 random + ".tmp" + slack
+    for _ in range(100):
+        tmp = str(path.parent / f"{prefix}{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), _CREATE_MODE), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -59,12 +144,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, replace)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, replace), mode 0666 & ~umask.
+
+    A path too long for its filesystem is an OutputWriteError before anything is created.
+    """
     path = Path(path)
+    check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
-        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; give outputs the usual 0666 & ~umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -125,8 +213,9 @@ def _json_default(obj: Any) -> Any:
 
 
 def _leftovers(parent: Path, prefix: str, name: str) -> list[Path]:
-    """Directories in ``parent`` named exactly ``{prefix}{name}-{8 hex}`` (not those of an output ``name-2``)."""
-    pattern = re.compile(re.escape(prefix + name) + r"-[0-9a-f]{8}")
+    """Directories in ``parent`` named exactly ``{prefix}{name}-{8 hex}[.PID]`` (not those of an output ``name-2``);
+    ``prefix + name`` is shortened as ``_sibling_stem`` does when the name would not fit."""
+    pattern = re.compile(re.escape(_sibling_stem(parent, prefix, name)) + r"-[0-9a-f]{8}(\.[0-9]+)?")
     try:
         entries = list(os.scandir(parent))
     except OSError:
@@ -145,14 +234,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _stage_in_use(stage: Path) -> bool:
-    """Whether a staging dir may belong to a live run: its owner PID (same host) is alive, or, when the
-    owner cannot be checked (no/foreign/unreadable owner file), it changed within ``_STALE_AFTER_S``."""
+def _owner(stage: Path) -> tuple[int, str]:
+    """(PID, host) of the run writing ``stage``: from its owner file; without one, from the PID its name ends
+    with (the file is missing only just after the mkdir and just before the swap, on the run's own host);
+    (0, "") when neither tells."""
     try:
         pid_text, host = (stage / _OWNER_FILE).read_text().split()
-        pid = int(pid_text)
+        return int(pid_text), host
+    except FileNotFoundError:
+        named = re.search(r"-[0-9a-f]{8}\.([0-9]+)$", stage.name)
+        return (int(named.group(1)), socket.gethostname()) if named else (0, "")
     except (OSError, ValueError):
-        pid, host = 0, ""
+        return 0, ""
+
+
+def _stage_in_use(stage: Path) -> bool:
+    """Whether a staging dir may belong to a live run: its owner PID (same host) is alive, or, when the
+    owner cannot be checked (a foreign or unreadable owner file, a dir of an older edgesdk without the PID in
+    its name), it changed within ``_STALE_AFTER_S``."""
+    pid, host = _owner(stage)
     if pid > 0 and host == socket.gethostname():
         return _pid_alive(pid)
     try:
@@ -196,13 +296,16 @@ def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield a staging directory; on success it replaces ``out_dir`` as a whole.
 
     On an exception the staging directory is removed and ``out_dir`` is untouched.
-    A symlinked ``out_dir`` is followed: the set is staged beside and swapped into its target.
+    A symlinked ``out_dir`` is followed: the set is staged beside and swapped into its target. A path too
+    long for the filesystem is an OutputWriteError before anything is created.
     """
+    check_output_path(out_dir)
     try:
         out = Path(out_dir).resolve()
     except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13)
         raise InputError(f"cannot resolve the output path {out_dir}", found=str(e),
                          hint="fix or remove the symlink, or choose another -o/--out path") from e
+    check_output_path(out)  # a symlink may lead somewhere longer
     if out != Path(os.path.abspath(out_dir)):
         log.info("the output path %s leads through a symlink; writing to %s", out_dir, out)
     if out.exists() and not out.is_dir():
@@ -221,7 +324,8 @@ def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
         raise InputError(f"cannot create the output directory {parent}", found=str(e),
                          hint="check the path and permissions") from e
     clean_stale(parent, out.name)
-    stage = parent / f"{_STAGE_PREFIX}{out.name}-{uuid.uuid4().hex[:8]}"
+    # the PID in the name judges the dir while it has no owner file (just created, or just before the swap)
+    stage = parent / f"{_sibling_stem(parent, _STAGE_PREFIX, out.name)}-{uuid.uuid4().hex[:8]}.{os.getpid()}"
     try:
         stage.mkdir()
         (stage / _OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
@@ -236,8 +340,7 @@ def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
             raise _write_error(e, out) from e
         raise
     try:
-        # Not part of the set. The removal also refreshes the dir's mtime, which keeps it from looking
-        # stale (see _stage_in_use) for the moment until the swap.
+        # Not part of the set. Until the swap the PID in the dir's name tells clean_stale whose it is.
         (stage / _OWNER_FILE).unlink(missing_ok=True)
         _swap_in(stage, out)
     except OSError as e:
@@ -247,7 +350,8 @@ def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
 
 
 # Errnos that, raised while the set is written, mean the output location cannot take it.
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+                 errno.ENAMETOOLONG}
 
 _WRITE_REASONS = {
     errno.ENOSPC: ("the disk is full", "free some space"),
@@ -257,6 +361,7 @@ _WRITE_REASONS = {
     errno.EIO: ("the disk reported an I/O error", "check the disk"),
     errno.EACCES: ("permission denied", "fix the permissions"),
     errno.EPERM: ("permission denied", "fix the permissions"),
+    errno.ENAMETOOLONG: ("a name in the path is too long for the filesystem", "use a shorter path"),
     errno.ENOENT: ("the parent folder does not exist or is not a folder", "check the path"),
     errno.ENOTDIR: ("the parent folder does not exist or is not a folder", "check the path"),
 }
@@ -284,7 +389,7 @@ def _swap_in(stage: Path, out: Path) -> None:
     if not out.exists():
         os.replace(stage, out)
         return
-    old = out.parent / f"{_OLD_PREFIX}{out.name}-{uuid.uuid4().hex[:8]}"
+    old = out.parent / f"{_sibling_stem(out.parent, _OLD_PREFIX, out.name)}-{uuid.uuid4().hex[:8]}"
     os.replace(out, old)
     os.replace(stage, out)
     shutil.rmtree(old, ignore_errors=True)

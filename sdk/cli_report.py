@@ -24,15 +24,19 @@ class _DefaultShow(click.Group):
 
 
 def _write_or_print(text: str, output: str | None) -> None:
+    """Print ``text``, or write it to ``output`` atomically; a failed write is an OutputWriteError (exit 5, like
+    every other command's output), a path too long for the filesystem included."""
     from .atomic import write_text
-    from .errors import InputError
+    from .errors import OutputWriteError
 
     if output:
         try:
             write_text(output, text)
         except OSError as e:
-            raise InputError(f"cannot write {output}", found=f"{e.strerror or e}",
-                             hint="check the path and permissions, or choose another -o") from e
+            raise OutputWriteError(f"cannot write {output}", expected="a writable file path",
+                                   found=f"{e.strerror or e}",
+                                   hint="check the path and permissions, or choose another -o; nothing was "
+                                        "written") from e
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=not text.endswith("\n"))

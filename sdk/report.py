@@ -160,16 +160,40 @@ def parity_of(row: dict[str, Any], artifacts: dict[str, dict[str, Any]]) -> dict
     return other if other is not None else art["parity"]
 
 
+def _parity_text(mark: str, p: dict[str, Any], where: str = "") -> str:
+    """``pass (max abs 1.2e-06, cos 1.000000)``; NaN/Inf mismatches lead and no measure is shown as perfect."""
+    bad = p.get("nonfinite_mismatch") or 0
+    lead = f"{bad} NaN/Inf mismatches, " if bad else ""
+    cos = "n/a" if p.get("cosine") is None else f"{p['cosine']:.6f}"
+    err = "n/a" if p.get("max_abs_err") is None else f"{p['max_abs_err']:.1e}"
+    return f"{mark}{where} ({lead}max abs {err}, cos {cos})"
+
+
 def _parity_cell(row: dict[str, Any], artifacts: dict[str, dict[str, Any]], fail: str = "**FAIL**") -> str:
     device = (row.get("device_check") or {}).get("parity")
     if device is not None:  # re-checked on this device against the reference set stored by compress
-        mark = "pass" if device.get("passed") else fail
-        return f"{mark} on device (max abs {device.get('max_abs_err') or 0:.1e}, cos {device.get('cosine') or 0:.6f})"
+        return _parity_text("pass" if device.get("passed") else fail, device, " on device")
     p = parity_of(row, artifacts)
     if p is None:
         return "reference" if row.get("format") == "torch" else "-"
-    mark = "pass" if p.get("passed") else fail
-    return f"{mark} (max abs {p.get('max_abs_err') or 0:.1e}, cos {p.get('cosine') or 0:.6f})"
+    return _parity_text("pass" if p.get("passed") else fail, p)
+
+
+def _vs_original_cell(row: dict[str, Any], artifacts: dict[str, dict[str, Any]]) -> str:
+    """How close the artifact is to the ORIGINAL model (not only to its parent): metric drop with labelled
+    data, else cosine and top-1 agreement."""
+    art = artifacts.get(row.get("artifact", ""))
+    vs = ((art or {}).get("meta") or {}).get("vs_original")
+    if not vs:
+        return "-"
+    parts = []
+    if vs.get("accuracy_drop") is not None:
+        parts.append(f"{-vs['accuracy_drop']:+.2f} pts")
+    if vs.get("cosine") is not None:
+        parts.append(f"cos {vs['cosine']:.4f}")
+    if vs.get("top1_agreement") is not None:
+        parts.append(f"top-1 {vs['top1_agreement']:.1%}")
+    return ", ".join(parts) or "-"
 
 
 def table_rows(report: dict[str, Any], fail: str = "**FAIL**") -> list[dict[str, str]]:
@@ -191,22 +215,56 @@ def table_rows(report: dict[str, Any], fail: str = "**FAIL**") -> list[dict[str,
             "throughput/s": fmt(r.get("throughput"), ".1f"),
             "speed-up": fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
             "parity": _parity_cell(r, artifacts, fail),
-            "accuracy": fmt(r.get("accuracy"), ".2f", "%"),
+            "vs original": _vs_original_cell(r, artifacts),
+            "accuracy": fmt(r.get("accuracy"), ".2f", "%" if _metric_unit(report) == "%" else ""),
         })
     return rows
 
 
-def steps_rows(report: dict[str, Any]) -> list[dict[str, str]]:
-    """What each step bought: params, MACs, size, batch-1 p50, cosine vs the original, accuracy, notes.
+def _metric_unit(report: dict[str, Any]) -> str:
+    """The task metric's unit (all built-ins are percentages; a user metric may have none)."""
+    return "%" if ((report.get("baseline") or {}).get("metric") or "top1") in _PERCENT_METRICS else ""
 
-    Empty when the report has fewer than two artifacts. The ``status`` key is the artifact status
-    (``ok`` or why not) so views can highlight it.
+
+_PERCENT_METRICS = {"top1", "top5", "cer", "miou", "multilabel_f1", "multilabel_precision", "multilabel_recall"}
+
+
+def _batch1_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per artifact, its batch-1 result row on the default backend of its format (onnxruntime for ONNX, even
+    when OpenVINO timed it too); a backend not in that format's list ranks after, then report order."""
+    from edgesdk.runtimes.registry import FORMAT_BACKENDS
+
+    def rank(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
+        i, r = item
+        order = FORMAT_BACKENDS.get(str(r.get("format")), [])
+        return (order.index(r["backend"]) if r.get("backend") in order else len(order), i)
+
+    timed = [(i, r) for i, r in enumerate(report.get("results") or [])
+             if r.get("batch") == 1 and (r.get("latency_ms") or {}).get("p50") is not None]
+    best: dict[str, dict[str, Any]] = {}
+    for _, r in sorted(timed, key=rank):
+        best.setdefault(r.get("artifact"), r)
+    return best
+
+
+def steps_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """What each step bought: params, MACs, size, batch-1 p50, cosine vs the original, accuracy, notes, and the
+    stage time when the artifacts record ``meta.stage_time_s``.
+
+    The p50 is the artifact's batch-1 row on the default backend of its format (the first of
+    ``FORMAT_BACKENDS``: onnxruntime for ONNX even when OpenVINO timed it too), named in the cell, e.g.
+    ``0.212 (onnxruntime)``. Empty when the report has fewer than two artifacts. The ``status`` key is the
+    artifact status (``ok`` or why not) so views can highlight it.
+
+    Example::
+
+        steps_rows(load_report("out"))[0]["p50 ms (batch 1)"]   # '0.212 (onnxruntime)'
     """
     arts = [a for a in report.get("artifacts") or [] if "name" in a]
     if len(arts) < 2:
         return []
-    p50 = {r.get("artifact"): (r.get("latency_ms") or {}).get("p50")
-           for r in report.get("results", []) if r.get("batch") == 1}
+    timed = _batch1_rows(report)
+    with_times = any((a.get("meta") or {}).get("stage_time_s") is not None for a in arts)
     out = []
     for a in arts:
         m = a.get("meta") or {}
@@ -220,11 +278,14 @@ def steps_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             notes.append(f"{q['activation_type']} activations / {q.get('weight_type')} weights")
         if (m.get("budget") or {}).get("float_nodes"):
             notes.append(f"{len(m['budget']['float_nodes'])} nodes kept in float")
-        out.append({"artifact": str(a["name"]), "stage": str(a.get("stage") or ""), "params": fmt(m.get("params"), ","),
-                    "MACs": fmt(m.get("macs"), ","), "size": fmt_size(a.get("size_bytes")),
-                    "p50 ms (batch 1)": fmt(p50.get(a["name"])), "cosine vs original": fmt(cos, ".5f"),
-                    "accuracy": fmt(a.get("accuracy"), ".2f", "%"), "notes": "; ".join(notes),
-                    "status": str(a.get("status", "ok"))})
+        row = timed.get(a["name"])
+        p50 = "-" if row is None else f"{fmt(row['latency_ms']['p50'])} ({row.get('backend', '?')})"
+        cells = {"artifact": str(a["name"]), "stage": str(a.get("stage") or ""), "params": fmt(m.get("params"), ","),
+                 "MACs": fmt(m.get("macs"), ","), "size": fmt_size(a.get("size_bytes")), "p50 ms (batch 1)": p50,
+                 "cosine vs original": fmt(cos, ".5f"), "accuracy": fmt(a.get("accuracy"), ".2f", "%")}
+        if with_times:
+            cells["stage time s"] = fmt(m.get("stage_time_s"), ".2f")
+        out.append({**cells, "notes": "; ".join(notes), "status": str(a.get("status", "ok"))})
     return out
 
 
@@ -305,7 +366,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     base = report.get("baseline") or {}
     if base.get("accuracy") is not None:
-        lines += ["", f"PyTorch eager accuracy: {base['accuracy']:.2f}%"]
+        metric = base.get("metric") or "top1"
+        label = "accuracy" if metric == "top1" else metric
+        lines += ["", f"PyTorch eager {label}: {base['accuracy']:.2f}{_metric_unit(report)}"
+                      + ("" if metric == "top1" else " (the accuracy column shows this metric)")]
     if has_speedups(report):
         lines += ["", SPEEDUP_NOTE]
     return "\n".join(lines) + "\n"

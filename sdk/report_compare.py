@@ -2,14 +2,20 @@
 
 Rows match on (artifact, backend, precision, batch). With threshold ``t`` (``--max-regression 5%``):
 
-- p50 latency regresses when ``new / base - 1 > t``;
-- throughput regresses when ``1 - new / base > t``;
+- p50 latency regresses when ``new / base - 1 > t`` and the 95% confidence intervals of the two p50s do not
+  overlap (new's lower bound above base's upper bound);
+- throughput regresses when ``1 - new / base > t`` and the 95% intervals of the two mean latencies (which
+  throughput is derived from) do not overlap;
 - file size regresses when ``new / base - 1 > t``;
 - accuracy regresses when it drops by more than ``max_accuracy_drop`` percentage points
   (default ``t * 100``: 5% allows a 5-point drop);
 - parity regresses when it passed in BASE and fails in NEW.
 
-Rows in only one report are listed as added/removed and never fail the check.
+A change beyond the threshold whose intervals overlap is noise: verdict ``ok``, noted "within noise (95% CI
+overlap)". The intervals come from each row's ``latency_ms`` (``p50_ci_low``/``p50_ci_high``,
+``mean_ci_low``/``mean_ci_high``, written by edgesdk.runtimes.benchmark) or its ``samples_ms``; rows without
+them (older reports) are judged on the threshold alone, and the output says so. Improvements follow the same
+rule. Rows in only one report are listed as added/removed and never fail the check.
 
 Example::
 
@@ -79,6 +85,50 @@ def _p50(r: dict[str, Any]) -> Any:
     return (r.get("latency_ms") or {}).get("p50")
 
 
+def _stored_ci(r: dict[str, Any], key: str, from_samples: Callable[[Any], tuple[float, float] | None]
+               ) -> tuple[float, float] | None:
+    """The stored 95% interval of ``latency_ms[key]`` (else one computed from ``samples_ms``); None when the
+    row has neither or the interval does not contain the value (an edited or foreign row: not trusted)."""
+    lat = r.get("latency_ms") or {}
+    value, lo, hi = lat.get(key), lat.get(f"{key}_ci_low"), lat.get(f"{key}_ci_high")
+    if (lo is None or hi is None) and isinstance(r.get("samples_ms"), list):
+        try:
+            lo, hi = from_samples(r["samples_ms"]) or (None, None)
+        except (TypeError, ValueError):  # samples that are not numbers
+            lo, hi = None, None
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  for v in (value, lo, hi))
+    return (float(lo), float(hi)) if numbers and lo <= value <= hi else None
+
+
+def p50_interval(r: dict[str, Any]) -> tuple[float, float] | None:
+    """95% confidence interval of a result row's p50 latency (ms), or None when the row stores no distribution.
+
+    Example::
+
+        p50_interval({"latency_ms": {"p50": 1.0, "p50_ci_low": 0.98, "p50_ci_high": 1.03}})   # (0.98, 1.03)
+    """
+    from edgesdk.runtimes.bench import median_ci
+
+    return _stored_ci(r, "p50", median_ci)
+
+
+def throughput_interval(r: dict[str, Any]) -> tuple[float, float] | None:
+    """95% interval of a row's throughput, from that of its mean latency (throughput = batch * 1000 / mean).
+
+    Example::
+
+        throughput_interval({"throughput": 100.0, "latency_ms": {"mean": 10.0, "mean_ci_low": 9.0,
+                                                                 "mean_ci_high": 12.5}})   # (80.0, 111.1...)
+    """
+    from edgesdk.runtimes.bench import mean_ci
+
+    ci, mean, thr = _stored_ci(r, "mean", mean_ci), (r.get("latency_ms") or {}).get("mean"), r.get("throughput")
+    if ci is None or not isinstance(thr, (int, float)) or ci[0] <= 0:
+        return None
+    return thr * mean / ci[1], thr * mean / ci[0]
+
+
 # metric -> (display name, value getter, check(base, new, threshold, max_accuracy_drop) -> (change, verdict)).
 METRICS: dict[str, tuple[str, Callable[[dict[str, Any]], Any], Callable[..., tuple[float | None, str]]]] = {
     "p50_ms": ("p50 ms", _p50, _relative(worse_if_higher=True)),
@@ -87,6 +137,28 @@ METRICS: dict[str, tuple[str, Callable[[dict[str, Any]], Any], Callable[..., tup
     "accuracy": ("accuracy %", lambda r: r.get("accuracy"), _accuracy),
     "parity_passed": ("parity", lambda r: r.get("parity_passed"), _parity),
 }
+
+# Metrics measured with noise: metric -> the row's 95% interval of it. A verdict other than ok needs the two
+# intervals apart.
+NOISY: dict[str, Callable[[dict[str, Any]], tuple[float, float] | None]] = {
+    "p50_ms": p50_interval, "throughput": throughput_interval}
+WITHIN_NOISE = "within noise (95% CI overlap)"
+APART = "95% CIs apart"
+NO_DISTRIBUTION = "threshold only (no stored distribution)"
+
+
+def _noise_check(metric: str, brow: dict[str, Any], nrow: dict[str, Any], verdict: str) -> dict[str, Any]:
+    """How a noisy metric's verdict was decided: ``{verdict, decided, base_ci, new_ci}``; ok when the
+    threshold was crossed but the intervals overlap."""
+    get = NOISY.get(metric)
+    if get is None:
+        return {"verdict": verdict}
+    bci, nci = get(brow), get(nrow)
+    if bci is None or nci is None:
+        return {"verdict": verdict, "decided": NO_DISTRIBUTION if verdict != OK else None}
+    apart = nci[0] > bci[1] or nci[1] < bci[0]
+    decided = (APART if apart else WITHIN_NOISE) if verdict != OK else None
+    return {"verdict": verdict if apart else OK, "decided": decided, "base_ci": list(bci), "new_ci": list(nci)}
 
 
 def _index(report: dict[str, Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -114,35 +186,43 @@ def compare_reports(base: dict[str, Any], new: dict[str, Any], *, max_regression
                          expected=f"rows with the same {', '.join(ROW_KEY)} in both reports",
                          found=f"{base_name}: {show(b)}; {new_name}: {show(n)}",
                          hint="compare reports of the same artifacts (same recipe, backends and batch sizes)")
-    rows, regressions = [], []
+    rows, regressions, noise = [], [], []
     for key in common:
-        metrics = []
-        for name, (label, get, check) in METRICS.items():
-            bv, nv = get(b[key]), get(n[key])
-            if bv is None:
-                continue
-            if nv is None:  # measured before, not now: a gate must not pass on what it could not check
-                verdict = REGRESSED if name in ("accuracy", "parity_passed") else OK
-                metrics.append({"metric": name, "label": label, "base": bv, "new": None, "change": None,
-                                "verdict": verdict, "missing": True})
-                if verdict == REGRESSED:
-                    regressions.append(f"{' '.join(str(x) for x in key)}: {label} {_value(name, bv)} -> not measured "
-                                       f"in {new_name}")
-                continue
-            change, verdict = check(bv, nv, max_regression, acc_drop)
-            metrics.append({"metric": name, "label": label, "base": bv, "new": nv, "change": change,
-                            "verdict": verdict})
-            if verdict == REGRESSED:
-                regressions.append(f"{' '.join(str(x) for x in key)}: {label} {_value(name, bv)} -> "
-                                   f"{_value(name, nv)} ({_change(name, change)})")
+        where = " ".join(str(x) for x in key)
+        metrics = [m for m in (_metric(name, b[key], n[key], max_regression, acc_drop) for name in METRICS) if m]
+        for m in metrics:
+            if m["verdict"] == REGRESSED:
+                regressions.append(f"{where}: {m['label']} {_value(m['metric'], m['base'])} -> " + (
+                    f"not measured in {new_name}" if m.get("missing") else
+                    f"{_value(m['metric'], m['new'])} ({_change(m['metric'], m['change'])}"
+                    + (f", {m['decided']})" if m.get("decided") else ")")))
+            elif m.get("decided") == WITHIN_NOISE:
+                noise.append(f"{where}: {m['label']} {_change(m['metric'], m['change'])} {WITHIN_NOISE}")
         verdicts = {m["verdict"] for m in metrics}
         verdict = REGRESSED if REGRESSED in verdicts else (IMPROVED if IMPROVED in verdicts else OK)
         rows.append({**dict(zip(ROW_KEY, key)), "verdict": verdict, "metrics": metrics})
     return {"base": base_name, "new": new_name, "max_regression": max_regression, "max_accuracy_drop": acc_drop,
             "base_device": device_summary(base.get("device")), "new_device": device_summary(new.get("device")),
-            "regressed": bool(regressions), "regressions": regressions, "rows": rows,
+            "regressed": bool(regressions), "regressions": regressions, "within_noise": noise, "rows": rows,
             "added": [dict(zip(ROW_KEY, k)) for k in n if k not in b],
             "removed": [dict(zip(ROW_KEY, k)) for k in b if k not in n]}
+
+
+def _metric(name: str, brow: dict[str, Any], nrow: dict[str, Any], t: float, acc_drop: float
+            ) -> dict[str, Any] | None:
+    """One metric of a matching row pair: ``{metric, label, base, new, change, verdict[, decided, base_ci,
+    new_ci, missing]}``; None when BASE did not measure it."""
+    label, get, check = METRICS[name]
+    bv, nv = get(brow), get(nrow)
+    if bv is None:
+        return None
+    if nv is None:  # measured before, not now: a gate must not pass on what it could not check
+        verdict = REGRESSED if name in ("accuracy", "parity_passed") else OK
+        return {"metric": name, "label": label, "base": bv, "new": None, "change": None, "verdict": verdict,
+                "missing": True}
+    change, verdict = check(bv, nv, t, acc_drop)
+    noise = {k: v for k, v in _noise_check(name, brow, nrow, verdict).items() if v is not None}
+    return {"metric": name, "label": label, "base": bv, "new": nv, "change": change, **noise}
 
 
 def _value(metric: str, v: Any) -> str:
@@ -168,15 +248,18 @@ def compare_to_text(result: dict[str, Any]) -> str:
     t = result["max_regression"] * 100
     lines = [f"compare {result['base']} -> {result['new']}",
              f"thresholds: p50 latency and size +{t:g}%, throughput -{t:g}%, accuracy "
-             f"-{result['max_accuracy_drop']:g} points, parity pass -> fail"]
+             f"-{result['max_accuracy_drop']:g} points, parity pass -> fail",
+             "noise: a p50 or throughput change beyond the threshold counts only when the two runs' 95% confidence "
+             "intervals do not overlap (rows without a stored distribution: the threshold alone)"]
     if result["base_device"] != result["new_device"]:
         lines.append(f"note: different devices: {result['base_device']} -> {result['new_device']}")
-    table = [["artifact", "backend", "precision", "batch", "metric", "base", "new", "change", "verdict"]]
+    table = [["artifact", "backend", "precision", "batch", "metric", "base", "new", "change", "decided", "verdict"]]
     for r in result["rows"]:
         for m in r["metrics"]:
             table.append([str(r[k]) for k in ROW_KEY] + [m["label"], _value(m["metric"], m["base"]),
                                                          _value(m["metric"], m["new"]),
-                                                         _change(m["metric"], m["change"]), m["verdict"]])
+                                                         _change(m["metric"], m["change"]), m.get("decided") or "",
+                                                         m["verdict"]])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines.append("")
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
@@ -190,4 +273,8 @@ def compare_to_text(result: dict[str, Any]) -> str:
         lines += [f"  - {r}" for r in result["regressions"]]
     else:
         lines.append(f"ok: no regression beyond the thresholds in {len(result['rows'])} matching row(s)")
+    noise = result.get("within_noise") or []
+    if noise:
+        lines.append(f"{len(noise)} change(s) beyond the threshold were within noise:")
+        lines += [f"  - {n}" for n in noise]
     return "\n".join(lines) + "\n"

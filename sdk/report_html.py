@@ -40,7 +40,7 @@ pre{background:#f3f5f9;padding:8px;overflow:auto;font-size:12px}
 """
 
 _NUMERIC = {"batch", "size", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "speed-up", "accuracy", "params", "MACs",
-            "p50 ms (batch 1)", "cosine vs original"}
+            "p50 ms (batch 1)", "cosine vs original", "stage time s"}
 
 
 def esc(v: Any) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -180,43 +179,145 @@ def _verify_set(out: Path) -> str:
     return manifest["created"]
 
 
-def _compress_cmd(digits_dir: Path, out: Path) -> list[str]:
+def _compress_cmd(digits_dir: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "edgesdk.cli", "compress", f"{DIGITS_MODEL}:build",
             "--weights", str(digits_dir / "weights.safetensors"), "--input", "x:1x1x8x8",
             "--calib", str(digits_dir / "calib.npz"), "--eval-data", str(digits_dir / "eval.npz"),
-            "--quantize", "int8", "--iterations", "20", "--warmup", "2", "--threads", "1", "-o", str(out)]
+            "--quantize", "int8", "--iterations", "20", "--warmup", "2", "--threads", "1", "-o", str(out), *extra]
 
 
-def test_kill_9_at_random_points_leaves_the_previous_complete_set(digits_dir, tmp_path):
+# The child runs the real CLI with every filesystem step that places or removes files wrapped: it logs each
+# step (counting run) or SIGKILLs itself at one chosen step, before or after it happens. Kill points are
+# therefore chosen by what the run has reached, never by a clock.
+_KILL_AT_STEP = r"""
+import json, os, shutil, signal, sys
+log_path, kill_at = os.environ["EDGESDK_TEST_STEPS"], os.environ.get("EDGESDK_TEST_KILL_AT")
+steps = []
+def wrap(name, fn):
+    def step(*args, **kwargs):
+        paths = [os.fspath(a) for a in args[:2] if isinstance(a, (str, os.PathLike))]
+        steps.append([name, *paths])
+        n = len(steps)
+        if kill_at == f"before:{n}":
+            os.kill(os.getpid(), signal.SIGKILL)
+        try:
+            return fn(*args, **kwargs)
+        finally:  # after the step, whether it succeeded or raised (mkdir(exist_ok=True) raises inside)
+            if kill_at == f"after:{n}":
+                os.kill(os.getpid(), signal.SIGKILL)
+    return step
+os.replace, os.rename, os.mkdir, os.unlink = (wrap(n, getattr(os, n)) for n in ("replace", "rename", "mkdir", "unlink"))
+shutil.rmtree = wrap("rmtree", shutil.rmtree)
+sys.argv = ["edgesdk", *sys.argv[1:]]
+try:
+    from edgesdk.cli import main
+    main()
+finally:
+    with open(log_path, "w") as f:
+        json.dump(steps, f)
+"""
+
+
+def _complete_set(out: Path) -> str:
+    """The set's creation stamp when its manifest is present and every sha256 it lists verifies; raises
+    otherwise (a partial or mixed set)."""
+    assert (out / "manifest.json").is_file(), f"{out} has no manifest: {sorted(p.name for p in out.iterdir())}"
+    return _verify_set(out)
+
+
+def _state_after_kill(out: Path) -> str:
+    """What must hold at every kill point: ``out`` is one complete set, or - killed between moving the previous
+    set aside and moving the new one in - ``out`` is absent and exactly one complete previous set waits beside it
+    (the next run puts it back). Returns the creation stamp of the set a user (or the next run) gets."""
+    if out.is_dir():
+        return _complete_set(out)
+    olds = [p for p in out.parent.iterdir() if p.name.startswith(f".edgesdk-old-{out.name}-")]
+    assert len(olds) == 1, f"no output set and {len(olds)} set-aside copies: {sorted(p.name for p in out.parent.iterdir())}"
+    return _complete_set(olds[0])
+
+
+def _run_until(cmd: list[str], env: dict[str, str], cwd: Path, kill_at: str | None, log: Path) -> tuple[int, list]:
+    res = subprocess.run([sys.executable, "-c", _KILL_AT_STEP, *cmd[3:]], capture_output=True, text=True,
+                         env={**env, "EDGESDK_TEST_STEPS": str(log), **({"EDGESDK_TEST_KILL_AT": kill_at} if kill_at else {})},
+                         cwd=cwd, timeout=600)
+    steps = json.loads(log.read_text()) if log.is_file() else []
+    log.unlink(missing_ok=True)
+    assert res.returncode in (0, -signal.SIGKILL), res.stderr[-3000:]
+    return res.returncode, steps
+
+
+def _touches(step: list, parent: Path) -> bool:
+    return any(Path(p).absolute().is_relative_to(parent) for p in step[1:])
+
+
+def test_kill_9_at_every_write_step_leaves_one_complete_set(digits_dir, tmp_path):
+    """SIGKILL at each filesystem step that touches the output's folder (staging dir creation, each artifact,
+    reference set, report views and manifest, the swap, the clean-up), before and after the step. After every
+    kill the output is one complete verified set; the clean-up the next run starts with leaves exactly that set
+    and no temporary directory; a last full run succeeds."""
+    from edgesdk.atomic import clean_stale
+
+    out, log = tmp_path / "work" / "out", tmp_path / "steps.json"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = _compress_cmd(digits_dir, out, "--no-benchmark")
+    assert _run_until(cmd, env, tmp_path, None, log)[0] == 0
+    first = _complete_set(out)
+    code, steps = _run_until(cmd, env, tmp_path, None, log)  # over an existing set, as every later run is
+    assert code == 0
+    first = _complete_set(out)
+    ours = [i + 1 for i, s in enumerate(steps) if _touches(s, out.parent)]
+    assert len(ours) >= 8, steps  # staging dir, artifacts, reference, report views, manifest, swap
+    # every step of the swap (moving the previous set aside, moving the new one in, removing the old one) and
+    # a spread of the writes before it, each before and after it happens
+    swap = [i for i in ours if any(Path(p).name.startswith(".edgesdk-old-") or Path(p) == out for p in steps[i - 1][1:])]
+    assert swap, "the run never swapped its set in"
+    spread = ours[:: max(1, len(ours) // 6)]
+    points = [f"{w}:{i}" for i in sorted(set(swap) | set(spread)) for w in ("before", "after")]
+    seen: dict[str, str] = {}
+    for point in points:
+        code, _ = _run_until(cmd, env, tmp_path, point, log)
+        assert code == -signal.SIGKILL, f"the run did not reach step {point}"  # same start state, same steps
+        stamp = _state_after_kill(out)
+        seen[point] = "previous set" if stamp == first else "new complete set"
+        clean_stale(out.parent, out.name)  # what the next run does first
+        assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+        assert _complete_set(out) == stamp
+        first = stamp
+    assert _run_until(cmd, env, tmp_path, None, log)[0] == 0
+    _complete_set(out)
+    print(f"\nkill -9 at {len(points)} points over {len(ours)} write steps ({len(swap)} in the swap): {seen}")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+def test_kill_9_from_outside_at_each_stage(digits_dir, tmp_path):
+    """A real kill -9 from another process as the run announces each stage (its progress lines): the output
+    holds one complete set afterwards, whatever the stage."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
     subprocess.run(_compress_cmd(digits_dir, out), check=True, capture_output=True, env=env, cwd=tmp_path)
-    full = time.perf_counter() - t0
-    first = _verify_set(out)
-    rng = random.Random(0)
-    outcomes = {"previous set": 0, "new complete set": 0}
-    kills = 24
-    for i in range(kills):
-        # spread the kill points over the whole run: start-up, export, quantize, parity, benchmark, the swap
-        delay = rng.uniform(0.05, 1.05) * full
-        proc = subprocess.Popen(_compress_cmd(digits_dir, out), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert out.is_dir(), f"kill {i} at {delay:.2f}s left no output directory"
-        created = _verify_set(out)
-        outcomes["previous set" if created == first else "new complete set"] += 1
-        first = created
-    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".edgesdk-"))
+    _complete_set(out)
+    stages = ("running PyTorch", "exporting to ONNX", "checking model.onnx", "quantizing", "checking model.int8",
+              "benchmarking")
+    killed = []
+    for marker in stages:
+        proc = subprocess.Popen(_compress_cmd(digits_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env, cwd=tmp_path, text=True)
+        reached = False
+        for line in proc.stderr:  # wait on the run itself: its own announcement of the stage
+            if marker in line:
+                reached = True
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=600)
+        proc.stderr.close()
+        assert reached, f"the run never announced {marker!r}"
+        killed.append(marker)
+        _state_after_kill(out)
     subprocess.run(_compress_cmd(digits_dir, out), check=True, capture_output=True, env=env, cwd=tmp_path)
-    _verify_set(out)
-    after = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".edgesdk-"))
-    print(f"\nkill -9 during compress (full run {full:.1f} s): {kills} kills -> {outcomes}; "
-          f"{len(leftovers)} stale temp dirs before the next run, {len(after)} after it")
-    assert sum(outcomes.values()) == kills and outcomes["previous set"] >= kills // 2
-    assert after == []
+    _complete_set(out)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".edgesdk-")) == []
+    print(f"\nkill -9 from outside at: {', '.join(killed)}")
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES])

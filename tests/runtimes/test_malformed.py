@@ -101,7 +101,7 @@ def _classify(paths: list[Path]) -> list:
     results: list[list] = [[], []]
 
     def work(i: int) -> None:
-        results[i] = probe(halves[i], timeout_s=30)
+        results[i] = probe(halves[i], timeout_s=90)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:

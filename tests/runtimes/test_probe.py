@@ -58,7 +58,7 @@ def files(digits_artifacts, tmp_path, monkeypatch):
 
 
 def test_crash_and_hang_are_named_and_the_probe_goes_on(files):
-    results = probe(list(files.values()), timeout_s=15)  # generous: CI machines are loaded
+    results = probe(list(files.values()), timeout_s=45)  # the hang must outlast it; ok files never come close
     got = {Path(r.path).stem: r for r in results}
     assert [Path(r.path).stem for r in results] == list(files)  # one result per file, in order
     assert {k: r.outcome for k, r in got.items()} == {
