@@ -46,6 +46,7 @@ class TFLiteInfo:
     export_time_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
     input_layout: dict[str, str] = field(default_factory=dict)  # input -> "channels_last" where transposed
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # input -> axis -> symbol kept dynamic
 
 
 def available() -> bool:
@@ -103,14 +104,17 @@ def _rename_io(path: Path, inputs: list[str], outputs: list[str]) -> None:
 
 def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Path, *, precision: str = "fp32",
                   calib: Mapping[str, np.ndarray] | None = None, output_names: list[str] | None = None,
-                  dynamic_batch: bool = True, channels_last: bool = False) -> TFLiteInfo:
+                  dynamic_batch: bool = True, channels_last: bool = False,
+                  dynamic_axes: dict[str, dict[int, str]] | None = None) -> TFLiteInfo:
     """Convert ``model`` to ``path``; raise ExportError naming the op that failed to lower.
 
+    ``example_inputs`` are in forward()'s order. ``dynamic_axes`` (input -> axis -> symbol, the batch
+    included) are kept dynamic where litert-torch can: when it cannot, the other axes are fixed first, then
+    the batch (to 1); ``info.dynamic_axes`` and ``info.warnings`` say what was kept.
     ``channels_last``: inputs of rank 3 or more are taken channels-last (N,H,W,C for images), the layout
     mobile camera pipelines and XNNPACK use, so no transpose is left for the app to write; outputs keep
     the model's layout. ``info.input_layout`` names the inputs that changed.
     """
-
     if precision not in PRECISIONS:
         raise InputError(f"unknown TFLite precision {precision!r}", expected=" | ".join(PRECISIONS), found=precision)
     if not available():
@@ -125,25 +129,48 @@ def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Pat
         import litert_torch
 
     litert_torch.config.show_progress = False  # its rich progress lines would bypass our console
+    axes = ({n: dict(a) for n, a in dynamic_axes.items()} if dynamic_axes is not None else
+            {n: {0: "batch"} for n in example_inputs} if dynamic_batch else {})
     layout: dict[str, str] = {}
     if channels_last:
         model, example_inputs, calib, layout = _to_channels_last(model, example_inputs, calib)
-    try:
-        info = _export(model, example_inputs, path, precision, calib, output_names, dynamic_batch)
-        info.input_layout = layout
+        axes = {n: (_nhwc_axes(a, example_inputs[n].dim()) if n in layout else a) for n, a in axes.items()}
+    info = _export_keeping(model, example_inputs, path, precision, calib, output_names, axes)
+    info.input_layout = layout
+    return info
+
+
+def _nhwc_axes(axes: dict[int, str], rank: int) -> dict[int, str]:
+    """N,C,H,W axis numbers -> N,H,W,C ones."""
+    return {(0 if a == 0 else rank - 1 if a == 1 else a - 1): sym for a, sym in axes.items()}
+
+
+def _export_keeping(model: Any, example_inputs: Mapping[str, Any], path: Path, precision: str,
+                    calib: Mapping[str, np.ndarray] | None, output_names: list[str] | None,
+                    axes: dict[str, dict[int, str]]) -> TFLiteInfo:
+    """Export with every dynamic axis; on failure with the batch only; then with a fixed batch of 1."""
+    batch_only = {n: {0: a[0]} for n, a in axes.items() if 0 in a}
+    tries = [axes] + ([batch_only] if batch_only != axes else []) + ([{}] if batch_only else [])
+    first: ExportError | None = None
+    for i, attempt in enumerate(tries):
+        examples = example_inputs if attempt or not batch_only else {k: v[:1] for k, v in example_inputs.items()}
+        try:
+            info = _export(model, examples, path, precision, calib, output_names, attempt)
+        except ExportError as e:
+            first = first or e
+            if i == len(tries) - 1:
+                raise
+            continue
+        fixed = sorted(f"{n}:{a} ({sym})" for n, ax in axes.items() for a, sym in ax.items()
+                       if a not in attempt.get(n, {}))
+        if fixed and first is not None:
+            kept = "a fixed batch of 1 (the runtime runs larger batches one sample at a time)" if not attempt else \
+                "those axes fixed at their example sizes"
+            info.warnings.append(f"litert-torch could not keep {', '.join(fixed)} dynamic "
+                                 f"({first.found or first.what}); exported with {kept}")
+            log.warning(info.warnings[-1])
         return info
-    except ExportError as e:
-        if not dynamic_batch:
-            raise
-        # litert-torch cannot lower some reshapes with a symbolic batch (e.g. torch.flatten(x, 1));
-        # a fixed batch of 1 still serves the usual on-device case
-        info = _export(model, {k: v[:1] for k, v in example_inputs.items()}, path, precision, calib, output_names,
-                       False)
-        info.input_layout = layout
-        info.warnings.append(f"litert-torch could not keep the batch dynamic ({e.found or e.what}); exported with "
-                             "a fixed batch of 1 (the runtime runs larger batches one sample at a time)")
-        log.warning(info.warnings[-1])
-        return info
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _to_channels_last(model: Any, example_inputs: Mapping[str, Any], calib: Mapping[str, np.ndarray] | None
@@ -164,34 +191,23 @@ def _to_channels_last(model: Any, example_inputs: Mapping[str, Any], calib: Mapp
     return wrapped, examples, calib, {n: "channels_last" for n in names if n in keys}
 
 
-def _batch_shapes(model: Any, n: int) -> tuple:
-    """torch.export dynamic_shapes with a symbolic batch for each of ``n`` inputs, shaped like forward()'s
-    parameters (a ``forward(*args)`` wrapper, such as the channels-last one, takes them as one tuple)."""
-    import inspect
-
-    import torch
-
-    batch = torch.export.Dim("batch")
-    per_input = tuple({0: batch} for _ in range(n))
-    params = [p for p in inspect.signature(model.forward).parameters.values()
-              if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
-        return (per_input,)
-    return per_input
-
-
 def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision: str,
-            calib: Mapping[str, np.ndarray] | None, output_names: list[str] | None, dynamic_batch: bool) -> TFLiteInfo:
+            calib: Mapping[str, np.ndarray] | None, output_names: list[str] | None,
+            axes: dict[str, dict[int, str]]) -> TFLiteInfo:
     import litert_torch
     import torch
 
+    from .export_onnx import dynamic_shapes
+
     names = list(example_inputs)
     args = tuple(example_inputs[n] for n in names)
-    if dynamic_batch and all(a.shape[0] == 1 for a in args):
+    batch = any(0 in a for a in axes.values())
+    if batch and all(a.shape[0] == 1 for a in args):
         args = tuple(torch.cat([a, a]) for a in args)  # torch.export specialises size-1 dims
-    shapes = _batch_shapes(model, len(args)) if dynamic_batch else None
+    shapes = dynamic_shapes(model, names, axes) if any(axes.values()) else None
     t0 = time.perf_counter()
-    info = TFLiteInfo(path=path, precision=precision, dynamic_batch=dynamic_batch)
+    info = TFLiteInfo(path=path, precision=precision, dynamic_batch=batch,
+                      dynamic_axes={n: dict(a) for n, a in axes.items() if a})
     with tempfile.TemporaryDirectory(prefix=".tflite-", dir=path.parent) as tmp:
         float_path = Path(tmp) / "float.tflite"
         out_path = Path(tmp) / path.name
@@ -216,6 +232,7 @@ def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision
                               hint="the other targets are unaffected; rewrite the op with supported ones, or "
                                    "ship the ONNX artifact for this model") from e
         outs = output_names or ["output"]
+        _inline_buffers(out_path)  # repacking in _rename_io would drop data stored after the flatbuffer
         _rename_io(out_path, names, outs)
         os.replace(out_path, path)
     info.export_time_s = time.perf_counter() - t0
@@ -281,4 +298,49 @@ def _ai_edge_quantize(src: Path, dst: Path, precision: str) -> dict[str, Any]:
                                   algorithm_key=AlgorithmName.FLOAT_CASTING)
         desc = {"method": "float16 weights", "weights": "float16", "activations": "float32"}
     qt.quantize().export_model(str(dst), overwrite=True)
+    _inline_buffers(dst)  # before anything repacks the file (the I/O renaming does)
     return desc
+
+
+# A flatbuffer addresses itself with signed 32-bit offsets: inline data must keep the file under 2 GiB.
+_FLATBUFFER_LIMIT = 2**31 - 2**20
+
+
+def _inline_buffers(path: Path) -> int:
+    """Move constant data that ``path`` stores after its flatbuffer back inside it; return the buffers moved.
+
+    ai-edge-quantizer writes every buffer of 1 KiB or more after the flatbuffer (``Buffer.offset``/``size``)
+    once they total 256 KiB. Code that unpacks and repacks the flatbuffer alone (renaming the I/O, for one)
+    drops that tail and keeps stale offsets, and LiteRT then refuses the file with "Constant buffer N
+    specified an out of range offset". Inline buffers survive any repacking.
+
+    Example::
+
+        _inline_buffers(Path("model.int8-dynamic.tflite"))  # 15 on a small BERT; 0 when all were inline
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    data = path.read_bytes()
+    root = schema.Model.GetRootAsModel(data, 0)
+    # offset 1 is the writer's placeholder for "not yet placed"; real external data sits past the flatbuffer
+    external = [i for i in range(root.BuffersLength()) if root.Buffers(i).Offset() > 1]
+    if not external:
+        return 0
+    total = len(data) + sum(root.Buffers(i).Size() for i in external)
+    if total > _FLATBUFFER_LIMIT:
+        raise ExportError("the quantized TFLite model is too large to keep its weights inside the flatbuffer",
+                          expected=f"under {_FLATBUFFER_LIMIT / 2**30:.1f} GiB once inlined",
+                          found=f"{len(external)} buffers stored after the flatbuffer, {total / 2**30:.2f} GiB",
+                          hint="export with --quantize int8 or fp16 for a model this size, or ship the ONNX "
+                               "artifact")
+    model = flatbuffer_utils.read_model_from_bytearray(data)  # resolves offset/size into buffer.data
+    for buf in model.buffers or []:
+        if buf.data is not None and not isinstance(buf.data, np.ndarray):
+            # an ndarray packs with one copy; bytes would be packed byte by byte in Python
+            buf.data = np.frombuffer(bytes(buf.data), dtype=np.uint8)
+    packed = flatbuffer_utils.convert_object_to_bytearray(model)
+    tmp = path.with_name(path.name + ".inline")
+    tmp.write_bytes(bytes(packed))
+    os.replace(tmp, path)
+    return len(external)

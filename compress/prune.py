@@ -46,18 +46,65 @@ class PruneInfo:
 
 
 def count(model: Any, example_inputs: Mapping[str, Any]) -> tuple[int | None, int]:
-    """(MACs, parameters) with Torch-Pruning's counter (MACs None if it cannot trace the model)."""
+    """(MACs per sample, parameters) with Torch-Pruning's counter; MACs None if it cannot trace the model.
+
+    nn.LSTM/GRU/RNN are counted here instead: Torch-Pruning's hook reads the batch and sequence length from
+    the wrong dimensions (4x too high to 12x too low here) and ignores the wider input of stacked
+    bidirectional layers.
+
+    Example::
+
+        macs, params = count(nn.LSTM(32, 64, 2, batch_first=True), {"x": torch.rand(1, 20, 32)})
+        # macs == 20 * (4*64*32 + 4*64*64 + 4*64*64 + 4*64*64) == 1_146_880
+    """
     import torch
     import torch_pruning as tp
 
     params = sum(p.numel() for p in model.parameters())
+    args = tuple(example_inputs.values())
     try:
         with torch.no_grad():
-            macs, _ = tp.utils.count_ops_and_params(model, tuple(example_inputs.values()))
-        return int(macs), params
+            macs, _, layer_macs, _ = tp.utils.count_ops_and_params(model, args, layer_wise=True)
+            recurrent = _recurrent_macs(model, args)
     except Exception as e:  # the counter traces the model; exotic modules can defeat it
         log.info("MAC counting failed: %s", e)
         return None, params
+    if recurrent:
+        batch = len(args[0])  # Torch-Pruning divides by the first input's batch: per-sample MACs
+        theirs = sum(layer_macs.get(m) or 0 for m in recurrent)
+        macs += (sum(recurrent.values()) - theirs) / batch
+    return int(round(macs)), params
+
+
+def _recurrent_macs(model: Any, args: tuple) -> dict[Any, int]:
+    """MACs of every nn.LSTM/GRU/RNN for one forward pass over ``args`` (all samples together).
+
+    Per time step and sample a recurrent layer multiplies by each of its input-to-hidden, hidden-to-hidden
+    (and LSTM projection) matrices once, both directions included: the sum of those weights' sizes."""
+    import torch
+
+    kinds = (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)
+    mods = [m for m in model.modules() if isinstance(m, kinds)]
+    if not mods:
+        return {}
+    found: dict[Any, int] = dict.fromkeys(mods, 0)
+
+    def hook(m: Any, inputs: tuple, _out: Any) -> None:
+        x = inputs[0]
+        if isinstance(x, torch.nn.utils.rnn.PackedSequence):
+            steps = x.data.shape[0]  # one row per (sample, time step) actually run
+        else:
+            steps = x.shape[0] * x.shape[1] if x.dim() == 3 else x.shape[0]  # batched either way, or unbatched
+        per_step = sum(p.numel() for n, p in m.named_parameters(recurse=False) if n.startswith("weight_"))
+        found[m] += int(steps) * per_step
+
+    handles = [m.register_forward_hook(hook) for m in mods]
+    try:
+        model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
 
 
 def _output_layers(model: Any, example_inputs: Mapping[str, Any]) -> list[Any]:
@@ -107,20 +154,28 @@ def _importance(name: str) -> Any:
 
 
 def _taylor_grads(model: Any, data: Mapping[str, Any] | None, names: list[str]) -> None:
+    """Gradients for Taylor importance: cross-entropy on the primary output when the data has class labels
+    for it, else its output energy; every other float output adds its energy, so layers that feed only
+    those (a box head, say) are not ranked unimportant for want of a gradient."""
     import torch
+
+    from .outputs import flat_outputs, primary_output
 
     if not data:
         raise InputError("Taylor importance needs data", expected="--calib data (labels optional)",
                          hint="or use --prune-importance l1|l2|bn")
     model.zero_grad()
     batch = {k: torch.as_tensor(data[k][:64]) for k in names}
-    out = model(*batch.values())
-    out = out[0] if isinstance(out, (tuple, list)) else out
+    raw = model(*batch.values())
+    out, primary = primary_output(raw)
     labels = data.get("labels") if hasattr(data, "get") else None
-    if labels is not None and out.ndim == 2:
+    if labels is not None and out.ndim == 2 and out.is_floating_point():
         loss = torch.nn.functional.cross_entropy(out, torch.as_tensor(labels[:64]).long())
     else:
-        loss = out.pow(2).mean()  # label-free proxy: sensitivity of the output energy
+        loss = out.float().pow(2).mean()  # label-free proxy: sensitivity of the output energy
+    for name, t in flat_outputs(raw).items():
+        if name != primary and t.is_floating_point() and t.requires_grad:
+            loss = loss + t.pow(2).mean()
     loss.backward()
 
 
@@ -134,16 +189,18 @@ def _resolve_protected(model: Any, names: tuple[str, ...]) -> list[Any]:
     return [mods[n] for n in names]
 
 
-def _shapes(model: Any, example_inputs: Mapping[str, Any]) -> list[tuple[int, ...]] | str:
+def _shapes(model: Any, example_inputs: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | str:
+    """Every output tensor's shape by name (tensor, tuple, dict or ModelOutput), or why the forward failed."""
     import torch
+
+    from .outputs import output_shapes
 
     try:
         with torch.no_grad():
             out = model(*example_inputs.values())
     except Exception as e:  # a broken forward is reported, not raised, so the caller can retry
         return f"{type(e).__name__}: {e}"
-    outs = out if isinstance(out, (tuple, list)) else [out]
-    return [tuple(o.shape) for o in outs]
+    return output_shapes(out)
 
 
 def _widths(model: Any) -> dict[str, int]:
@@ -182,7 +239,7 @@ def prune_model(model: Any, example_inputs: Mapping[str, Any], *, ratio: float |
                 info.notes.append(f"kept the widths of {', '.join(extra)}: they are tied to a model input or output")
             return info
         changed = [n for n, w in _widths(trial).items() if w != widths0[n] and n not in extra]
-        dims = {d for shape in (want if isinstance(want, list) else []) for d in shape[1:]}
+        dims = {d for shape in (want.values() if isinstance(want, dict) else []) for d in shape[1:]}
         dims |= {d for x in example_inputs.values() for d in tuple(x.shape)[1:]}
         suspects = [n for n in changed if widths0[n] in dims]
         projections = {n for n, m in trial.named_modules() if any(m in projs for projs, _ in

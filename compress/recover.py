@@ -15,6 +15,8 @@ import numpy as np
 
 from edgesdk.errors import InputError
 
+from .outputs import flat_outputs, primary_output
+
 RecoveryHook = Callable[[Any, Mapping[str, np.ndarray]], Any]
 
 
@@ -46,15 +48,18 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
     if labels is not None:
         labels = np.asarray(labels)
         with torch.no_grad():
-            probe = student(*[torch.from_numpy(np.ascontiguousarray(data[k][:2])) for k in input_names])
-        probe = probe[0] if isinstance(probe, (tuple, list)) else probe
+            probe, probe_name = primary_output(student(*[torch.from_numpy(np.ascontiguousarray(data[k][:2]))
+                                                for k in input_names]))
         classes = probe.shape[1] if probe.ndim == 2 else None
         if classes is None or classes < 2:  # not a multi-class head: the labels cannot be a class target
             labels = None
         elif labels.min() < 0 or labels.max() >= classes:
-            raise InputError("recovery labels are not class ids of this model", expected=f"0 <= labels < {classes} "
-                             "(the width of the first output)", found=f"labels from {labels.min()} to {labels.max()}",
+            raise InputError("recovery labels are not class ids of this model",
+                             expected=f"0 <= labels < {classes} (the width of output {probe_name!r})",
+                             found=f"labels from {labels.min()} to {labels.max()}",
                              hint="fix the labels, or drop them to recover by distillation alone")
+    with torch.no_grad():  # which outputs are matched, named for the manifest
+        names = _distilled(teacher(*[torch.from_numpy(np.ascontiguousarray(data[k][:2])) for k in input_names]))
     student.train()
     try:
         losses = _train(student, teacher, data, input_names, labels, steps, batch_size, temperature, opt, sched, rng,
@@ -62,7 +67,8 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
     finally:
         student.eval()  # never handed back in train mode, even when a step raised
     return {"method": "distillation" + (" + labels" if labels is not None else ""), "steps": steps, "lr": lr,
-            "batch_size": batch_size, "loss_first": round(float(np.mean(losses[:10])), 5) if losses else None,
+            "batch_size": batch_size, "distilled_output": names[0], "distilled_outputs": names,
+            "loss_first": round(float(np.mean(losses[:10])), 5) if losses else None,
             "loss_last": round(float(np.mean(losses[-10:])), 5) if losses else None,
             "time_s": round(time.perf_counter() - t0, 2)}
 
@@ -78,15 +84,15 @@ def _train(student: Any, teacher: Any, data: Mapping[str, np.ndarray], input_nam
         idx = rng.choice(n, size=min(batch_size, n), replace=False)
         batch = [torch.from_numpy(np.ascontiguousarray(data[k][idx])) for k in input_names]
         with torch.no_grad():
-            t_out = teacher(*batch)
-        s_out = student(*batch)
-        t_out = t_out[0] if isinstance(t_out, (tuple, list)) else t_out
-        s_out = s_out[0] if isinstance(s_out, (tuple, list)) else s_out
+            t_raw = t_out = teacher(*batch)
+        s_raw = student(*batch)
+        (t_out, primary), (s_out, _) = primary_output(t_out), primary_output(s_raw)
         if s_out.ndim == 2 and s_out.shape[1] > 1:  # classifier: soft-target KL
             loss = F.kl_div(F.log_softmax(s_out / temperature, 1), F.softmax(t_out / temperature, 1),
                             reduction="batchmean") * temperature**2
         else:
             loss = F.mse_loss(s_out, t_out)
+        loss = loss + _other_outputs_loss(flat_outputs(s_raw), flat_outputs(t_raw), primary)
         if labels is not None and s_out.ndim == 2:
             loss = loss + F.cross_entropy(s_out, torch.from_numpy(np.asarray(labels)[idx]).long())
         opt.zero_grad()
@@ -98,3 +104,23 @@ def _train(student: Any, teacher: Any, data: Mapping[str, np.ndarray], input_nam
             on_progress(step + 1, steps)
     student.zero_grad(set_to_none=True)  # no gradients left on the returned model
     return losses
+
+
+def _distilled(out: Any) -> list[str]:
+    """The outputs distillation matches: the primary one first, then every other float output."""
+    primary = primary_output(out)[1]
+    return [primary] + [k for k, v in flat_outputs(out).items() if k != primary and v.is_floating_point()]
+
+
+def _other_outputs_loss(student: dict[str, Any], teacher: dict[str, Any], primary: str) -> Any:
+    """MSE on every float output besides the primary one, relative to the teacher's mean square so that
+    outputs of any scale (boxes in pixels, scores near 0) weigh alike; 0 when there are none."""
+    import torch.nn.functional as F
+
+    loss = 0.0
+    for name, s in student.items():
+        t = teacher.get(name)
+        if name == primary or t is None or not s.is_floating_point() or s.shape != t.shape:
+            continue
+        loss = loss + F.mse_loss(s, t) / (t.pow(2).mean() + 1e-6)
+    return loss

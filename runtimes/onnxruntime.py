@@ -75,6 +75,39 @@ def choose_providers(device: str, available: list[str], *, trt_cache: Path | Non
     return eps + ["CPUExecutionProvider"]
 
 
+_UNFUSED_NOTE = ("this CPU has AVX2 without VNNI, where onnxruntime's fused INT8 kernels overflow with full-range "
+                 "8-bit weights; the QDQ graph runs unfused (correct, without the INT8 speed-up). Re-quantize with "
+                 "7-bit weights (edgesdk does by default when it quantizes on such a CPU) to get the fused kernels")
+
+
+_WARNED: set[str] = set()
+
+
+def _needs_unfused_int8(path: Path) -> bool:
+    """A QDQ model whose int8 weights use more than 7 bits, on a CPU where that saturates (see
+    fingerprint.int8_saturates). Only such CPUs pay for reading the graph."""
+    from .fingerprint import int8_saturates
+
+    if not int8_saturates():
+        return False
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:  # the onnx package is part of edgesdk[onnx]; without it, keep the default
+        return False
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - onnxruntime reports unreadable files itself
+        return False
+    weights = {i.name: i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input and node.input[0] in weights:
+            w = numpy_helper.to_array(weights[node.input[0]])
+            if w.size and int(np.abs(w.astype(np.int16)).max()) > 64:
+                return True
+    return False
+
+
 class OrtSession(Session):
     """An onnxruntime.InferenceSession behind the Session API. ``run`` is thread-safe (ORT's own guarantee)."""
 
@@ -96,6 +129,14 @@ class OrtSession(Session):
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        self.notes: list[str] = []
+        if self.device in ("auto", "cpu") and _needs_unfused_int8(self.path):
+            # correct first: the fused kernels would overflow on this CPU; the QDQ graph runs in float math
+            so.add_session_config_entry("session.disable_quant_qdq", "1")
+            self.notes.append(_UNFUSED_NOTE)
+            if str(self.path) not in _WARNED:  # once per file and process: compress loads it many times
+                _WARNED.add(str(self.path))
+                log.warning("%s: %s", self.path.name, _UNFUSED_NOTE)
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1

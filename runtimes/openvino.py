@@ -80,6 +80,9 @@ class OpenVINOSession(Session):
             self.precision = PRECISIONS[precision]
         if precision == "fp16" and self.precision == "bf16":
             log.warning("OpenVINO runs %s in bf16 on this CPU (no fp16 arithmetic); asked for fp16", self.path.name)
+        elif precision in ("bf16", "fp16", "f16") and self.precision == "f32":
+            log.warning("OpenVINO runs %s in f32 on this CPU: it has no %s arithmetic (bf16 needs AVX512-BF16 or "
+                        "AMX); asked for %s", self.path.name, precision, precision)
         self._in = [_spec(p, i) for i, p in enumerate(self._compiled.inputs)]
         # the graph's own output names, read before compilation: a compiled port can carry several names
         # (an Identity feeding an output) and get_any_name() may then return an internal one

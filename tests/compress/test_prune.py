@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,145 @@ def test_unmeetable_pruning_budget(digits, tmp_path):
                          eval_data=eval_data, prune=0.7, prune_max=0.8, prune_max_accuracy_drop=0.0,
                          recover_steps=0, benchmark=False)
     assert (tmp_path / "o" / "manifest.json").is_file()
+
+
+# -- MACs of recurrent layers ---------------------------------------------------------------
+class _Recurrent(torch.nn.Module):
+    """A stacked recurrent layer fed (N, T, F) whatever its own layout: seq-first layers get it transposed."""
+
+    def __init__(self, cell: str, bidirectional: bool, batch_first: bool) -> None:
+        super().__init__()
+        self.batch_first = batch_first
+        self.rnn = getattr(torch.nn, cell)(32, 64, num_layers=2, batch_first=batch_first,
+                                           bidirectional=bidirectional)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x if self.batch_first else x.transpose(0, 1))[0]
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell, gates", [("LSTM", 4), ("GRU", 3)])
+def test_recurrent_macs_match_the_hand_formula(cell, gates, bidirectional, batch_first):
+    from edgesdk.compress.prune import count
+
+    hidden, inp, steps = 64, 32, 20
+    d = 2 if bidirectional else 1
+    # per sample and time step: each layer and direction multiplies its input and its hidden state by the
+    # gate matrices; layer 2 reads both directions of layer 1
+    per_step = d * gates * ((inp * hidden + hidden * hidden) + (d * hidden * hidden + hidden * hidden))
+    model = _Recurrent(cell, bidirectional, batch_first).eval()
+    macs, params = count(model, {"x": torch.randn(3, steps, inp)})
+    assert macs == steps * per_step, (macs, steps * per_step)
+    assert params == sum(p.numel() for p in model.parameters())
+
+
+def test_recurrent_macs_scale_with_sequence_and_not_batch():
+    from edgesdk.compress.prune import count
+
+    model = _Recurrent("LSTM", False, True).eval()
+    short, _ = count(model, {"x": torch.randn(2, 10, 32)})
+    assert count(model, {"x": torch.randn(5, 10, 32)})[0] == short  # MACs are per sample
+    assert count(model, {"x": torch.randn(2, 30, 32)})[0] == 3 * short
+
+
+# -- ModelOutput, dict and tuple outputs ------------------------------------------------------
+def _vit():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, intermediate_size=128, num_labels=5)
+    return transformers.ViTForImageClassification(cfg).eval(), {"pixel_values": torch.randn(4, 3, 32, 32)}
+
+
+class _Detector(torch.nn.Module):
+    """A shared trunk with a score head and a box branch; returns a dict (as detectors do) or a tuple."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.as_dict = as_dict
+        self.trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU())
+        self.box_branch = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU())
+        self.scores = torch.nn.Linear(16, 5)
+        self.boxes = torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        h = self.trunk(x)
+        scores, boxes = self.scores(h.mean((2, 3))), self.boxes(self.box_branch(h).mean((2, 3)))
+        return {"scores": scores, "boxes": boxes} if self.as_dict else (scores, boxes)
+
+
+def _data(ex: dict, n: int = 32, classes: int = 5) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    data = {k: rng.standard_normal((n, *v.shape[1:])).astype(np.float32) for k, v in ex.items()}
+    return {**data, "labels": rng.integers(0, classes, n)}
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn", "taylor"])
+def test_prune_hugging_face_model_output(importance):
+    from edgesdk.compress.outputs import flat_outputs
+
+    model, ex = _vit()
+    with torch.no_grad():
+        before = model(**ex)
+    info = prune_model(model, ex, ratio=0.5, importance=importance, round_to=None, data=_data(ex))
+    with torch.no_grad():
+        after = model(**ex)
+    assert type(after) is type(before) and after.logits.shape == before.logits.shape == (4, 5)
+    assert list(flat_outputs(after)) == ["logits"]
+    if importance != "bn":  # ViT has no BatchNorm: the bn importance finds nothing to rank, and says so
+        assert info.params_after < 0.6 * info.params_before and all(v[1] < v[0] for v in info.heads.values())
+    else:
+        assert info.params_after == info.params_before and "nothing was pruned" in info.notes[-1]
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+@pytest.mark.parametrize("importance", ["l1", "taylor"])
+def test_prune_dict_and_tuple_outputs(as_dict, importance):
+    model, ex = _Detector(as_dict).eval(), {"x": torch.randn(2, 3, 8, 8)}
+    info = prune_model(model, ex, ratio=0.5, importance=importance, round_to=None, data=_data(ex))
+    with torch.no_grad():
+        out = model(**ex)
+    scores, boxes = (out["scores"], out["boxes"]) if as_dict else out
+    assert scores.shape == (2, 5) and boxes.shape == (2, 4)
+    assert model.trunk[0].out_channels == 8 and model.box_branch[0].out_channels == 8
+    assert {"scores", "boxes"} <= set(info.protected)
+
+
+def test_recover_distils_logits_of_a_model_output():
+    import copy
+
+    model, ex = _vit()
+    teacher = copy.deepcopy(model)
+    prune_model(model, ex, ratio=0.5, round_to=None)
+    data = _data(ex)
+    data.pop("labels")
+    info = recover(model, teacher, data, ["pixel_values"], steps=40, lr=3e-3, batch_size=16)
+    assert info["distilled_output"] == "logits" and info["distilled_outputs"] == ["logits"]
+    assert info["loss_last"] < info["loss_first"]
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+def test_recover_matches_every_output_of_dict_and_tuple_models(as_dict):
+    import copy
+
+    teacher = _Detector(as_dict).eval()
+    student = copy.deepcopy(teacher)
+    ex = {"x": torch.randn(2, 3, 8, 8)}
+    prune_model(student, ex, ratio=0.5, round_to=None)
+    data = _data(ex, n=64)
+    data.pop("labels")
+    x = torch.from_numpy(data["x"])
+
+    def box_error() -> float:
+        with torch.no_grad():
+            s, t = student(x), teacher(x)
+        s, t = (s["boxes"], t["boxes"]) if as_dict else (s[1], t[1])
+        return float((s - t).pow(2).mean())
+
+    err0 = box_error()
+    info = recover(student, teacher, data, ["x"], steps=150, lr=3e-3, batch_size=32)
+    names = ["scores", "boxes"] if as_dict else ["output[0]", "output[1]"]
+    assert info["distilled_output"] == names[0] and info["distilled_outputs"] == names
+    assert box_error() < 0.5 * err0  # the box head is matched too, not only the primary output
