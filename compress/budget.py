@@ -9,7 +9,8 @@
 
 Example::
 
-    budget = AccuracyBudget(recipe, calib, eval_data, ["x"], 99.4, ref_in, ref_out, print)
+    budget = AccuracyBudget(recipe, calib, ref_in, ref_out, print, evaluate=score_on_eval_data, baseline=99.4,
+                            metric=METRICS["top1"])
     info, meta = budget("model.onnx", "model.int8.onnx")
 """
 from __future__ import annotations
@@ -34,28 +35,31 @@ _COMPUTE = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 class AccuracyBudget:
     """Callable used by the quantize stage when the recipe sets max_accuracy_drop or min_cosine."""
 
-    def __init__(self, recipe: Any, calib: Mapping[str, np.ndarray] | None, eval_data: Mapping[str, np.ndarray] | None,
-                 input_names: list[str], baseline_accuracy: float | None,
+    def __init__(self, recipe: Any, calib: Mapping[str, np.ndarray] | None,
                  ref_inputs: list[dict[str, np.ndarray]], ref_outputs: list[dict[str, np.ndarray]],
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], *, evaluate: Callable[[Any], float | None] | None = None,
+                 baseline: float | None = None, metric: Any = None) -> None:
+        """``evaluate(session)`` measures the task metric on the labelled eval data (None without labels);
+        ``baseline`` is the original model's value and ``metric`` says which way is better."""
         self.q = recipe.quantize
         if calib is not None:
             calib = {k: v[:self.q.calib_samples] for k, v in calib.items()}
-        self.calib, self.eval_data, self.input_names = calib, eval_data, input_names
-        self.baseline_accuracy = baseline_accuracy
+        self.calib, self.evaluate, self.metric = calib, evaluate, metric
+        self.baseline_accuracy = baseline
         self.ref_inputs, self.ref_outputs, self.say = ref_inputs, ref_outputs, say
 
     # -- measuring ------------------------------------------------------------------
     def score(self, path: Path) -> dict[str, Any]:
-        from edgesdk.api import _accuracy
+        from edgesdk.metrics import drop as metric_drop
         from edgesdk.parity import compare
         from edgesdk.runtimes import load
 
         with load(path) as sess:
             got = [sess.run(f) for f in self.ref_inputs]
             cosine = compare(self.ref_outputs, got, atol=None, rtol=None).to_dict()["cosine"]
-            acc = _accuracy(sess, self.eval_data, self.input_names) if self.eval_data is not None else None
-        drop = None if acc is None or self.baseline_accuracy is None else round(self.baseline_accuracy - acc, 3)
+            acc = self.evaluate(sess) if self.evaluate is not None else None
+        drop = (None if acc is None or self.baseline_accuracy is None or self.metric is None else
+                round(metric_drop(self.metric, self.baseline_accuracy, acc), 3))
         ok = True
         if self.q.max_accuracy_drop is not None:
             ok &= drop is not None and drop <= self.q.max_accuracy_drop
@@ -132,9 +136,10 @@ class AccuracyBudget:
                                      preprocess=False)
                 s = self.score(out)
                 tries.append({"float_nodes": len(exclude), **s})
-                self.say(f"{q.mode.upper()} with {len(exclude)} node(s) kept in float: {self.shortfall(s) if not s['met'] else 'budget met'}"
-                         f" (cosine {s['cosine']:.4f}" + (f", accuracy {s['accuracy']:.2f}%)" if s["accuracy"] is not None
-                                                         else ")"))
+                name = self.metric.name if self.metric is not None else "accuracy"
+                self.say(f"{q.mode.upper()} with {len(exclude)} node(s) kept in float: "
+                         f"{self.shortfall(s) if not s['met'] else 'budget met'} (cosine {s['cosine']:.4f}"
+                         + (f", {name} {s['accuracy']:.2f})" if s["accuracy"] is not None else ")"))
                 return info, s
 
             base_excl = list(q.exclude)

@@ -11,6 +11,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -18,6 +19,8 @@ import numpy as np
 
 from edgesdk.errors import InputError
 from edgesdk.intake import check_feeds_match, check_labels, load_npz
+
+log = logging.getLogger(__name__)
 
 
 def _from_dir(path: Path) -> dict[str, np.ndarray]:
@@ -70,22 +73,19 @@ def image_preprocess(source: Any, examples: Mapping[str, np.ndarray], spec: Any 
 
 def load_calibration(source: Any, examples: Mapping[str, np.ndarray], *, samples: int | None = None,
                      seed: int = 0, what: str = "calibration data",
-                     preprocess: Any = None) -> tuple[dict[str, np.ndarray], str]:
+                     preprocess: Any = None, roles: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], str]:
     """Return (arrays named like the inputs, a description of the source) after checking them.
 
-    ``preprocess`` (an ImagePreprocess) turns a directory of images into the single input.
+    ``preprocess`` (an ImagePreprocess) turns a directory of images into the single input. ``"random"``
+    generates values each input can take (``roles`` from edgesdk.synthetic: token ids within the
+    vocabulary, masks of ones), never all-zero ids.
     """
     if isinstance(source, str) and source == "random":
+        from edgesdk.synthetic import generate
+
         n = samples or 64
-        rng = np.random.default_rng(seed)
-        data = {}
-        for k, ex in examples.items():
-            if np.issubdtype(ex.dtype, np.floating):
-                lo, hi = float(ex.min()), float(ex.max())
-                lo, hi = (0.0, 1.0) if hi <= lo else (lo, hi)
-                data[k] = rng.uniform(lo, hi, (n, *ex.shape[1:])).astype(ex.dtype)
-            else:
-                data[k] = np.zeros((n, *ex.shape[1:]), ex.dtype)
+        data = generate(roles or {}, {k: (n, *ex.shape[1:]) for k, ex in examples.items()},
+                        {k: str(ex.dtype) for k, ex in examples.items()}, np.random.default_rng(seed))
         return data, f"RANDOM data ({n} samples) - not representative of real inputs"
     if isinstance(source, (str, Path)):
         p = Path(source)
@@ -114,7 +114,11 @@ def load_calibration(source: Any, examples: Mapping[str, np.ndarray], *, samples
     data = {k: v for k, v in data.items() if k in examples or k == "labels"}  # other arrays are not inputs
     check_feeds_match({k: v for k, v in data.items() if k != "labels"}, dict(examples), what=what)
     n = len(next(iter(data[k] for k in examples)))
-    if "labels" in data:
+    if "labels" in data and np.ndim(data["labels"]) != 1:  # sequences, masks, multi-label: eval data's business
+        log.info("%s: `labels` of shape %s are not class ids; recovery distils without them", what,
+                 np.shape(data["labels"]))
+        data.pop("labels")
+    elif "labels" in data:
         check_labels(data["labels"], n, what=what)
     if samples is not None and n > samples:
         data = {k: v[:samples] for k, v in data.items()}

@@ -44,6 +44,7 @@ class ExportInfo:
     external_data: bool = False
     export_time_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # what came out symbolic
 
 
 _NOISY_LOGGERS = ("torch", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir", "onnxslim",
@@ -174,46 +175,92 @@ def _locate_op(model: Any, args: tuple, op: str) -> str | None:
     return ", ".join(parts) or None
 
 
+Axes = dict[str, dict[int, str]]  # input -> axis -> symbol
+
+
+def dynamic_shapes(model: Any, names: list[str], axes: Axes, auto: set[tuple[str, int]] = frozenset()) -> Any:
+    """torch.export ``dynamic_shapes`` for positional inputs ``names``: every axis in ``axes`` is
+    ``Dim.DYNAMIC`` (the exporter finds which are equal; it raises when the model fixes one), those in
+    ``auto`` ``Dim.AUTO`` (kept static when the model needs it, which the caller reads back). A
+    ``forward(*args)`` module (the keyword adapter, the channels-last wrapper) takes them as one tuple."""
+    import inspect
+
+    from torch.export import Dim
+
+    per_input = tuple({a: (Dim.AUTO if (n, a) in auto else Dim.DYNAMIC) for a in axes.get(n, {})} or None
+                      for n in names)
+    params = [p for p in inspect.signature(model.forward).parameters.values()
+              if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        return (per_input,)
+    return per_input
+
+
 def _export_dynamo(model: Any, args: tuple, names: list[str], out_names: list[str], opset: int,
-                   dynamic_batch: bool) -> Any:
+                   axes: Axes, auto: set[tuple[str, int]]) -> Any:
     import torch
 
-    dyn = {n: {0: torch.export.Dim("batch")} for n in names} if dynamic_batch else None
-    # Positional args: dynamic_shapes keyed by forward's parameter names would break for
-    # models whose arg names differ from our input names, so pass a tuple in order.
-    shapes = tuple(dyn[n] for n in names) if dyn else None
+    # positional args in forward()'s order (the inputs were bound by name before): a dict of dynamic shapes
+    # keyed by parameter name would not fit a forward(*args) adapter
+    shapes = dynamic_shapes(model, names, axes, auto) if any(axes.values()) else None
     prog = torch.onnx.export(model, args, None, dynamo=True, input_names=names, output_names=out_names,
                              opset_version=opset, dynamic_shapes=shapes, verbose=False, optimize=True)
     return prog.model_proto
 
 
 def _export_legacy(model: Any, args: tuple, names: list[str], out_names: list[str], opset: int,
-                   dynamic_batch: bool) -> Any:
+                   axes: Axes, auto: set[tuple[str, int]]) -> Any:
     import onnx
     import torch
 
     buf = io.BytesIO()
-    axes = {n: {0: "batch"} for n in [*names, *out_names]} if dynamic_batch else None
+    dyn: dict[str, dict[int, str]] = {n: dict(a) for n, a in axes.items() if a}
+    if any(0 in a for a in axes.values()):
+        dyn.update({n: {0: "batch"} for n in out_names})
     torch.onnx.export(model, args, buf, dynamo=False, input_names=names, output_names=out_names,
-                      opset_version=opset, dynamic_axes=axes, do_constant_folding=True)
+                      opset_version=opset, dynamic_axes=dyn or None, do_constant_folding=True)
     return onnx.load_from_string(buf.getvalue())
-
-
-def _batch_is_fixed(vi: Any) -> bool:
-    dims = vi.type.tensor_type.shape.dim
-    return bool(dims) and dims[0].HasField("dim_value")
 
 
 def _opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _name_batch_dim(model: Any, names: list[str]) -> None:
-    """Call the first dim of every graph input/output 'batch' when it is symbolic."""
-    for vi in [*model.graph.input, *model.graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_param = "batch"
+def _dims_of(vi: Any) -> list[Any]:
+    return list(vi.type.tensor_type.shape.dim)
+
+
+def name_dims(model: Any, axes: Axes) -> Axes:
+    """Give the graph's symbolic dims our names, and return which asked-for axes are symbolic.
+
+    Axes the exporter found equal share its dim_param; they all take the symbol of the first of them, and
+    axes asked for under one symbol keep it (``input_ids`` and ``attention_mask`` share ``sequence``). Every other occurrence of that dim_param
+    (outputs, value_info) is renamed the same way. An axis that came out as a fixed number is left out
+    of the result."""
+    rename: dict[str, str] = {}
+    got: Axes = {}
+    inputs = {vi.name: vi for vi in model.graph.input}
+    for name, wanted in axes.items():
+        vi = inputs.get(name)
+        if vi is None:  # the exporter dropped an input the model never reads
+            continue
+        dims = _dims_of(vi)
+        for axis, symbol in sorted(wanted.items()):
+            if axis >= len(dims) or dims[axis].HasField("dim_value"):
+                continue
+            old = dims[axis].dim_param or f"unk__{name}_{axis}"
+            # one symbol per exporter dim_param (axes it found equal share the first one's); axes asked for
+            # under one symbol keep it even where the exporter did not need them equal
+            got.setdefault(name, {})[axis] = rename.setdefault(old, symbol)
+    for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for d in _dims_of(vi):
+            if d.HasField("dim_param") and d.dim_param in rename:
+                d.dim_param = rename[d.dim_param]
+    for name, got_axes in got.items():  # inputs without a dim_param before (unk__) get theirs now
+        dims = _dims_of(inputs[name])
+        for axis, symbol in got_axes.items():
+            dims[axis].dim_param = symbol
+    return got
 
 
 def _param_bytes(model: Any) -> int:
@@ -234,7 +281,7 @@ def _checks(proto: Any) -> str | None:
 
 
 def _match_opset(proto: Any, info: ExportInfo, model: Any, args: tuple, names: list[str], out_names: list[str],
-                 dynamic_batch: bool, exporter: str) -> tuple[Any, str]:
+                 axes: Axes, auto: set[tuple[str, int]], exporter: str) -> tuple[Any, str]:
     """The dynamo exporter writes opset 18 even when asked for less: convert down, else re-export with legacy."""
     import onnx
 
@@ -253,7 +300,7 @@ def _match_opset(proto: Any, info: ExportInfo, model: Any, args: tuple, names: l
         elif used == "dynamo" and exporter == "auto":
             try:
                 with _quiet():
-                    proto = _export_legacy(model, args, names, out_names, opset, dynamic_batch)
+                    proto = _export_legacy(model, args, names, out_names, opset, axes, auto)
                 used = info.exporter_used = "legacy"
                 info.fallback_reason = f"dynamo wrote opset {wrote}; converting to {opset} failed ({problem})"
                 msg += f"; converting down failed ({problem}), so the legacy exporter wrote opset {opset}"
@@ -270,15 +317,22 @@ def _match_opset(proto: Any, info: ExportInfo, model: Any, args: tuple, names: l
 
 def export_onnx(model: Any, example_inputs: dict[str, Any], path: str | Path, *, opset: int = 18,
                 dynamic_batch: bool = True, simplify: bool = True, exporter: str = "auto",
-                output_names: list[str] | None = None) -> ExportInfo:
-    """Export ``model`` to ``path``; raise ExportError naming the op when every exporter fails."""
-    import onnx
+                output_names: list[str] | None = None, dynamic_axes: Axes | None = None,
+                auto_axes: set[tuple[str, int]] | frozenset = frozenset()) -> ExportInfo:
+    """Export ``model`` to ``path``; raise ExportError naming the op when every exporter fails.
+
+    ``example_inputs`` are in forward()'s order (see edgesdk.binding). ``dynamic_axes``: input -> axis ->
+    symbol for the axes to keep dynamic (default: the batch, when ``dynamic_batch``); those in ``auto_axes``
+    may come out fixed when the model needs it (``info.dynamic_axes`` says what came out symbolic).
+    """
     import torch
 
     path = Path(path)
     names = list(example_inputs)
+    axes: Axes = ({n: dict(a) for n, a in dynamic_axes.items()} if dynamic_axes is not None else
+                  {n: {0: "batch"} for n in names} if dynamic_batch else {})
     args = tuple(example_inputs[n] for n in names)
-    if dynamic_batch and all(a.shape[0] == 1 for a in args):
+    if any(0 in a for a in axes.values()) and all(a.shape[0] == 1 for a in args):
         # torch.export specialises size-1 dims; a batch of 2 keeps the batch symbolic.
         args = tuple(torch.cat([a, a]) for a in args)
     with torch.inference_mode(False), torch.no_grad():
@@ -290,78 +344,118 @@ def export_onnx(model: Any, example_inputs: dict[str, Any], path: str | Path, *,
     if len(out_names) != n_out:
         raise ExportError("output names do not match the model's outputs", expected=f"{n_out} names",
                           found=", ".join(out_names))
-    order = {"auto": ["dynamo", "legacy"], "dynamo": ["dynamo"], "legacy": ["legacy"]}[exporter]
-    fns = {"dynamo": _export_dynamo, "legacy": _export_legacy}
     t0 = time.perf_counter()
+    proto, used, errors = _run_exporters(model, args, names, out_names, opset, axes, set(auto_axes), exporter)
+    info = ExportInfo(path=path, exporter_used=used, opset_requested=opset, opset_written=_opset(proto),
+                      input_names=names, output_names=out_names)
+    first = _ORDER[exporter][0]
+    if errors and used != first:
+        info.fallback_reason = errors[first]
+        info.warnings.append(f"the {first} exporter failed ({errors[first]}); used the {used} exporter")
+    if info.opset_written != opset:
+        proto, used = _match_opset(proto, info, model, args, names, out_names, axes, set(auto_axes), exporter)
+    info.dynamic_axes = name_dims(proto, axes)
+    if simplify:
+        proto = _simplify(proto, info)
+        name_dims(proto, info.dynamic_axes)
+    _check_fixed(info, axes, set(auto_axes))
+    info.external_data = _param_bytes(model) > TWO_GB
+    _save(proto, path, info.external_data)
+    _check_saved(proto, path, info, used)
+    info.export_time_s = time.perf_counter() - t0
+    return info
+
+
+_ORDER = {"auto": ["dynamo", "legacy"], "dynamo": ["dynamo"], "legacy": ["legacy"]}
+
+
+def _run_exporters(model: Any, args: tuple, names: list[str], out_names: list[str], opset: int, axes: Axes,
+                   auto: set[tuple[str, int]], exporter: str) -> tuple[Any, str, dict[str, str]]:
+    """Try the exporters in order; the first graph that keeps every asked-for axis dynamic wins."""
+    fns = {"dynamo": _export_dynamo, "legacy": _export_legacy}
+    order = _ORDER[exporter]
     errors: dict[str, str] = {}
     details: dict[str, str] = {}
-    proto, used = None, None
     for name in order:
         try:
             with _quiet() as said:
-                proto = fns[name](model, args, names, out_names, opset, dynamic_batch)
-            fixed = [vi.name for vi in proto.graph.input if dynamic_batch and _batch_is_fixed(vi)]
+                proto = fns[name](model, args, names, out_names, opset, axes, auto)
+            fixed = _fixed_axes(proto, axes, auto)
             if fixed:
-                raise ExportError(f"the {name} exporter fixed the batch dimension of {', '.join(fixed)}",
-                                  hint="export with --static-batch, or check the model for batch-size-specific code")
-            used = name
-            break
+                raise ExportError(f"the {name} exporter fixed {', '.join(fixed)}", hint=_FIXED_HINT)
+            return proto, name, errors
         except Exception as e:  # exporters raise many unrelated types; each is recorded and reported
             errors[name] = _first_line(e)
             details[name] = f"{e}\n{said.getvalue()}"
             log.warning("the %s exporter failed: %s", name, errors[name])
-    if proto is None:
-        op = next((o for o in (_failing_op(_ANSI.sub("", details[n])) for n in order) if o), None)
-        where = _locate_op(model, args, op) if op else None
-        raise ExportError(
-            f"ONNX export failed{f' on {op}' if op else ''} with " + " and ".join(f"the {n} exporter" for n in order),
-            found="\n            ".join(([f"called from {where}"] if where else [])
-                                       + [f"{n}: {errors[n]}" for n in order]),
-            hint=(f"try another opset (--opset {opset + 1 if opset < 20 else 17}), the other exporter "
-                  "(--exporter dynamo|legacy), or rewrite the op with supported ones"
-                  + (f" (the op is {op})" if op else "")))
-    info = ExportInfo(path=path, exporter_used=used, opset_requested=opset, opset_written=_opset(proto),
-                      input_names=names, output_names=out_names)
-    if len(errors) and used != order[0]:
-        info.fallback_reason = errors[order[0]]
-        info.warnings.append(f"the {order[0]} exporter failed ({errors[order[0]]}); used the {used} exporter")
-    if info.opset_written != opset:
-        proto, used = _match_opset(proto, info, model, args, names, out_names, dynamic_batch, exporter)
-    if dynamic_batch:
-        _name_batch_dim(proto, names)
-    if simplify:
-        try:
-            import onnxslim
+    op = next((o for o in (_failing_op(_ANSI.sub("", details[n])) for n in order) if o), None)
+    where = _locate_op(model, args, op) if op else None
+    raise ExportError(
+        f"ONNX export failed{f' on {op}' if op else ''} with " + " and ".join(f"the {n} exporter" for n in order),
+        found="\n            ".join(([f"called from {where}"] if where else [])
+                                   + [f"{n}: {errors[n]}" for n in order]),
+        hint=(f"try another opset (--opset {opset + 1 if opset < 20 else 17}), the other exporter "
+              "(--exporter dynamo|legacy), or rewrite the op with supported ones" + (f" (the op is {op})" if op else "")
+              + ("; if the message is about a constraint or a specialized dimension, a dynamic axis the model "
+                 "cannot take: " + _FIXED_HINT if any(a for a in axes.values()) else "")))
 
-            with _quiet():
-                slim = onnxslim.slim(proto)
-            if slim is not None:
-                proto = slim
-                info.simplified = True
-        except Exception as e:  # onnxslim failures must not lose the export
-            info.simplify_error = _first_line(e)
-            info.warnings.append(f"onnxslim failed ({info.simplify_error}); kept the unsimplified graph")
-            log.warning(info.warnings[-1])
-        if dynamic_batch:
-            _name_batch_dim(proto, names)
-    info.external_data = _param_bytes(model) > TWO_GB
-    _save(proto, path, info.external_data)
+
+_FIXED_HINT = ("export with --static-batch (or drop that axis from --dynamic-dims / the symbol from --input), "
+               "or check the model for size-specific code (a view or Linear over that axis)")
+
+
+def _fixed_axes(proto: Any, axes: Axes, auto: set[tuple[str, int]]) -> list[str]:
+    """Asked-for dynamic axes (not in ``auto``) that the graph has as fixed numbers."""
+    inputs = {vi.name: _dims_of(vi) for vi in proto.graph.input}
+    return [f"{'the batch dimension' if a == 0 else f'dim {a} ({sym})'} of {n}"
+            for n, ax in axes.items() if n in inputs for a, sym in sorted(ax.items())
+            if (n, a) not in auto and a < len(inputs[n]) and inputs[n][a].HasField("dim_value")]
+
+
+def _check_fixed(info: ExportInfo, axes: Axes, auto: set[tuple[str, int]]) -> None:
+    """Say which optional dynamic axes (token sequences) the model fixed, and why that matters."""
+    for n, ax in axes.items():
+        for a, sym in ax.items():
+            if (n, a) in auto and a not in info.dynamic_axes.get(n, {}) and n in info.input_names:
+                info.warnings.append(f"{n}:{a} ({sym}) stays fixed: the model needs that size (a view, a Linear "
+                                     "or a position table sized to it)")
+
+
+def _simplify(proto: Any, info: ExportInfo) -> Any:
+    try:
+        import onnxslim
+
+        with _quiet():
+            slim = onnxslim.slim(proto)
+        if slim is not None:
+            info.simplified = True
+            return slim
+    except Exception as e:  # onnxslim failures must not lose the export
+        info.simplify_error = _first_line(e)
+        info.warnings.append(f"onnxslim failed ({info.simplify_error}); kept the unsimplified graph")
+        log.warning(info.warnings[-1])
+    return proto
+
+
+def _check_saved(proto: Any, path: Path, info: ExportInfo, used: str) -> None:
+    import onnx
+
     try:
         onnx.checker.check_model(str(path) if info.external_data else proto)
     except onnx.checker.ValidationError as e:
         path.unlink(missing_ok=True)
         raise ExportError(f"the exported graph fails onnx.checker ({used} exporter)", found=_first_line(e),
                           hint="try the other exporter (--exporter) or another --opset") from e
-    info.export_time_s = time.perf_counter() - t0
-    return info
 
 
 def _save(proto: Any, path: Path, external: bool) -> None:
     """Write atomically: temp name in the same dir, then os.replace (data file first when external)."""
     import onnx
 
+    from edgesdk.atomic import temp_file_beside
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)  # 0666 & ~umask, as every other artifact (mkstemp makes 0600)
     os.close(fd)
     try:
         if external:

@@ -13,10 +13,10 @@ from .export_onnx import export_onnx
 def export_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
     """Export the model to ``model.onnx`` in the staging dir; exporter facts go to ``meta``."""
     cfg = ctx.recipe.export
-    variant = ctx.records.get("variant", "")
-    path = ctx.workdir / f"model{variant}.onnx"
+    path = ctx.workdir / f"model{ctx.variant}.onnx"
     info = export_onnx(ctx.model, ctx.example_inputs, path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
-                       simplify=cfg.simplify, exporter=cfg.exporter, output_names=ctx.output_names)
+                       simplify=cfg.simplify, exporter=cfg.exporter, output_names=ctx.output_names,
+                       dynamic_axes=ctx.dynamic_axes, auto_axes=ctx.auto_axes)
     meta = {
         "exporter": info.exporter_used,
         "opset_requested": info.opset_requested,
@@ -26,7 +26,8 @@ def export_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
         "simplify_error": info.simplify_error,
         "warnings": list(info.warnings),
         "export_time_s": round(info.export_time_s, 3),
-        "reference": ctx.records.get("reference", "pytorch"),
+        "reference": ctx.reference,
+        "dynamic_axes": {n: {str(a): sym for a, sym in ax.items()} for n, ax in info.dynamic_axes.items()},
     }
     meta.update(_size_of(ctx.model, ctx.example_inputs))
     return Artifact(name=path.name, path=path, format="onnx", precision="fp32",
@@ -61,25 +62,25 @@ def _prune_and_recover(ctx: StageContext, ratio: float | None) -> tuple[Any, dic
     p = ctx.recipe.prune
     teacher = ctx.models["pytorch"]
     student = copy.deepcopy(teacher).eval()
+    # a keyword-call adapter holds the user's model as `model`: its module names gain that prefix
+    prefix = "model." if getattr(student, "edgesdk_keyword_call", False) else ""
     info = prune_model(student, ctx.example_inputs, ratio=ratio, method=p.method, importance=p.importance,
-                       target_macs=p.target_macs, protect=tuple(p.protect), round_to=p.round_to,
+                       target_macs=p.target_macs, protect=tuple(prefix + n for n in p.protect), round_to=p.round_to,
                        global_pruning=p.global_pruning, data=ctx.calib)
-    evaluate = ctx.records.get("evaluate")
+    evaluate = ctx.evaluate
     meta: dict[str, Any] = {"pruning": info.to_dict(), "params": info.params_after, "macs": info.macs_after,
                             "accuracy_before_recovery": evaluate(student) if evaluate else None}
-    hook = ctx.records.get("recovery_hook")
+    hook = ctx.recovery_hook
     unchanged = p.method == "channel" and info.params_after == info.params_before
     if unchanged:  # recovery would only move an unpruned model away from the original
         meta["recovery"] = {"method": "none", "reason": "nothing was pruned"}
         meta["warnings"] = [n for n in info.notes if n.startswith("nothing was pruned")] or [
             "nothing was pruned; the pruned artifacts are the original model"]
     elif p.recover and p.method == "channel" and (p.recover_steps > 0 or hook is not None):
-        say = ctx.records.get("say")
-        if say is not None:
-            say(f"recovering the pruned model ({'your hook' if hook else f'{p.recover_steps} distillation steps'})")
+        ctx.say(f"recovering the pruned model ({'your hook' if hook else f'{p.recover_steps} distillation steps'})")
         meta["recovery"] = recover(student, teacher, dict(ctx.calib or {}), list(ctx.example_inputs),
                                    steps=p.recover_steps, lr=p.recover_lr, hook=hook, seed=ctx.recipe.parity.seed,
-                                   on_progress=counter(say))
+                                   on_progress=counter(ctx.say))
     elif p.method != "channel":
         meta["recovery"] = {"method": "none", "reason": "recovery would refill the zeroed weights"}
         meta["warnings"] = [UNSTRUCTURED_NOTE]
@@ -93,7 +94,7 @@ def _search_ratio(ctx: StageContext) -> tuple[Any, dict[str, Any]]:
 
     p = ctx.recipe.prune
     budget = p.max_accuracy_drop if p.max_accuracy_drop is not None else ctx.recipe.quantize.max_accuracy_drop
-    base = ctx.records.get("baseline_accuracy")
+    base = ctx.baseline_accuracy
     if budget is None or base is None:
         raise InputError("a pruning range needs an accuracy budget",
                          expected="--prune LOW:HIGH with --max-accuracy-drop POINTS and labelled --eval-data",
@@ -105,7 +106,7 @@ def _search_ratio(ctx: StageContext) -> tuple[Any, dict[str, Any]]:
         drop = round(base - meta["accuracy_after_recovery"], 3)
         ok = drop <= budget
         tries.append({"ratio": r, "accuracy": meta["accuracy_after_recovery"], "drop": drop, "met": ok})
-        ctx.records["say"](f"pruning ratio {r}: accuracy {meta['accuracy_after_recovery']:.2f}% (drop {drop:.2f}, "
+        ctx.say(f"pruning ratio {r}: accuracy {meta['accuracy_after_recovery']:.2f}% (drop {drop:.2f}, "
                            f"budget {budget}) -> {'within budget' if ok else 'over budget'}")
         return student, meta, ok
 
@@ -138,10 +139,12 @@ def prune_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
         student, meta = _search_ratio(ctx)
     else:
         student, meta = _prune_and_recover(ctx, p.ratio)
-    weights, shapes = save_pruned(student, ctx.workdir / "model.pruned")
+    from edgesdk.binding import unwrap
+
+    weights, shapes = save_pruned(unwrap(student), ctx.workdir / "model.pruned")  # keys as the user's model has them
     meta["shapes_file"] = {"path": shapes.name, "sha256": sha256_file(shapes)}
     ctx.models["pytorch.pruned"] = ctx.model = student
-    ctx.records.update(variant=".pruned", reference="pytorch.pruned")
+    ctx.variant, ctx.reference = ".pruned", "pytorch.pruned"
     art = Artifact(name=weights.name, path=weights, format="torch", precision="fp32",
                    parent=parent.name if parent else "pytorch", meta=meta)
     art.accuracy = meta["accuracy_after_recovery"]
@@ -168,13 +171,13 @@ def quantize_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact:
     q = ctx.recipe.quantize
     path = ctx.workdir / f"{parent.path.stem}.{_SUFFIX[q.mode]}.onnx"
     calib = _calib_inputs(ctx)
-    budget = ctx.records.get("budget")
+    budget = ctx.budget
     if budget is not None:
         info, budget_meta = budget(parent.path, path)
     else:
         info = quantize_onnx(parent.path, path, mode=q.mode, calib=calib, calib_method=q.calib_method,
                              per_channel=q.per_channel, target=q.target, nodes_to_exclude=q.exclude,
-                             on_progress=counter(ctx.records.get("say")))
+                             on_progress=counter(ctx.say))
         budget_meta = None
     meta = {"quantization": info.to_dict(), "calibration": ctx.calib_source, "warnings": list(info.warnings),
             "reference": parent.meta.get("reference", "pytorch")}
@@ -194,10 +197,8 @@ def _target_failed(ctx: StageContext, target: str, status: str, err: Exception, 
     from edgesdk.errors import EdgeSDKError
 
     reason = err.format() if isinstance(err, EdgeSDKError) else f"{type(err).__name__}: {err}"
-    ctx.records.setdefault("targets", {})[target] = {"status": status, "reason": reason, "install": install}
-    say = ctx.records.get("say")
-    if say:
-        say(f"{target}: {status} - {reason.splitlines()[0]}" + (f" ({install})" if install else ""))
+    ctx.target(target, status, reason, install)
+    ctx.say(f"{target}: {status} - {reason.splitlines()[0]}" + (f" ({install})" if install else ""))
 
 
 def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artifact | None:
@@ -209,10 +210,10 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
     if not available():
         _target_failed(ctx, target, "skipped", BackendUnavailableError("litert-torch is not installed"), INSTALL)
         return None
-    if precision != "fp32" and ctx.records.get("targets", {}).get("tflite", {}).get("status") == "failed":
+    if precision != "fp32" and ctx.targets.get("tflite", {}).get("status") == "failed":
         _target_failed(ctx, target, "skipped", ExportError("the float TFLite conversion failed"))
         return None
-    variant = ctx.records.get("variant", "")
+    variant = ctx.variant
     suffix = "" if precision == "fp32" else f".{_TFLITE_SUFFIX[precision]}"
     path = ctx.workdir / f"model{variant}{suffix}.tflite"
     q = ctx.recipe.quantize
@@ -220,19 +221,20 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
     try:
         info = export_tflite(ctx.model, ctx.example_inputs, path, precision=precision, calib=calib,
                              output_names=ctx.output_names, dynamic_batch=ctx.recipe.export.dynamic_batch,
-                             channels_last=ctx.recipe.export.tflite_channels_last)
+                             channels_last=ctx.recipe.export.tflite_channels_last, dynamic_axes=ctx.dynamic_axes)
     except ExportError as e:  # one target failing must not abort the others
         _target_failed(ctx, target, "failed", e)
         return None
     meta = {"exporter": "litert-torch", "target": target, "quantization": info.quantization,
             "warnings": info.warnings,
-            "export_time_s": round(info.export_time_s, 3), "reference": ctx.records.get("reference", "pytorch"),
+            "export_time_s": round(info.export_time_s, 3), "reference": ctx.reference,
+            "dynamic_axes": {n: {str(a): sym for a, sym in ax.items()} for n, ax in info.dynamic_axes.items()},
             "calibration": ctx.calib_source if precision == "int8" else None}
     if info.input_layout:
         meta["input_layout"] = info.input_layout  # the SDK transposes reference data for these inputs
-    ctx.records.setdefault("targets", {})[target] = {"status": "ok", "reason": None, "install": None}
+    ctx.target(target, "ok")
     return Artifact(name=path.name, path=path, format="tflite", precision=_PRECISION.get(precision, precision),
-                    parent=ctx.records.get("reference", "pytorch"), meta=meta)
+                    parent=ctx.reference, meta=meta)
 
 
 @register_stage("export_tflite")
@@ -270,9 +272,9 @@ def _engine(ctx: StageContext, onnx_art: Artifact, precision: str, target: str) 
 
     from .export_tensorrt import build_engine, record_path, timing_cache_path
 
-    path = ctx.workdir / f"{onnx_art.path.name.split('.')[0]}{ctx.records.get('variant', '')}" \
+    path = ctx.workdir / f"{onnx_art.path.name.split('.')[0]}{ctx.variant}" \
                          f"{_ENGINE_SUFFIX[precision]}.engine"
-    ctx.records["say"](f"building TensorRT {precision} engine {path.name} from {onnx_art.name}")
+    ctx.say(f"building TensorRT {precision} engine {path.name} from {onnx_art.name}")
     try:
         info = build_engine(onnx_art.path, path, _engine_settings(ctx, onnx_art, precision))
     except EdgeSDKError as e:  # no GPU, an op TensorRT cannot parse...: this target fails, the others go on
@@ -284,7 +286,7 @@ def _engine(ctx: StageContext, onnx_art: Artifact, precision: str, target: str) 
             "build_time_s": round(info.build_time_s, 3), "warnings": info.warnings,
             "reference": onnx_art.meta.get("reference", "pytorch"),
             "files": {p.name: sha256_file(p) for p in (record_path(path), timing_cache_path(path)) if p.is_file()}}
-    ctx.records.setdefault("targets", {})[target] = {"status": "ok", "reason": None, "install": None}
+    ctx.target(target, "ok")
     return Artifact(name=path.name, path=path, format="engine", precision=precision, parent=onnx_art.name,
                     meta=meta)
 

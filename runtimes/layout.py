@@ -30,7 +30,8 @@ def to_channels_last(a: np.ndarray) -> np.ndarray:
 class LayoutAdapter:
     """A session whose feeds are put in its own terms before each run; everything else is the session's."""
 
-    def __init__(self, session: Any, layouts: Mapping[str, str] | None = None, drop_unknown: bool = False) -> None:
+    def __init__(self, session: Any, layouts: Mapping[str, str] | None = None, drop_unknown: bool = False,
+                 rebatch: bool = False) -> None:
         layouts = dict(layouts or {})
         unknown = sorted(set(layouts.values()) - set(LAYOUTS))
         if unknown:
@@ -40,6 +41,9 @@ class LayoutAdapter:
         self.layouts = layouts
         self.drop_unknown = drop_unknown
         self._specs = {s.name: s for s in session.inputs}  # read once, not on every run
+        batches = {s.shape[0] for s in self._specs.values() if s.shape and isinstance(s.shape[0], int)}
+        # a fixed-batch artifact (a TFLite litert-torch could not keep dynamic) takes batches of exactly its size
+        self.fixed_batch = batches.pop() if rebatch and len(batches) == 1 and min(batches) > 0 else None
 
     def run(self, feeds: Mapping[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
         specs = self._specs
@@ -53,12 +57,34 @@ class LayoutAdapter:
             if spec is not None and isinstance(v, np.ndarray) and v.dtype != spec.dtype:
                 v = _narrow(k, v, spec.dtype)
             moved[k] = v
+        n = len(next(iter(moved.values()))) if moved else 0
+        if self.fixed_batch is not None and n and n != self.fixed_batch:
+            return _in_chunks(self._session, moved, self.fixed_batch, **kwargs)
         return self._session.run(moved, **kwargs)
 
     __call__ = run
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._session, name)
+
+
+def _in_chunks(session: Any, feeds: dict[str, Any], size: int, **kwargs: Any) -> dict[str, np.ndarray]:
+    """Run ``feeds`` through a fixed-batch session ``size`` samples at a time (the last chunk padded with
+    its last sample) and join the outputs along their batch axis: axis 0 when it has the chunk's size,
+    else the first axis that has it (time-major outputs such as CTC's (T, N, C))."""
+    n = len(next(iter(feeds.values())))
+    parts: dict[str, list[np.ndarray]] = {}
+    axes: dict[str, int] = {}
+    for start in range(0, n, size):
+        chunk = {k: np.asarray(v)[start:start + size] for k, v in feeds.items()}
+        real = len(next(iter(chunk.values())))
+        if real < size:
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], size - real, axis=0)]) for k, v in chunk.items()}
+        for name, out in session.run(chunk, **kwargs).items():
+            axis = axes.setdefault(name, 0 if out.ndim and out.shape[0] == size else
+                                   next((i for i, d in enumerate(out.shape) if d == size), 0))
+            parts.setdefault(name, []).append(np.take(out, range(real), axis=axis) if out.ndim else out)
+    return {name: np.concatenate(p, axis=axes[name]) if p[0].ndim else p[0] for name, p in parts.items()}
 
 
 def _narrow(name: str, v: np.ndarray, dtype: str) -> np.ndarray:
@@ -76,7 +102,9 @@ def _narrow(name: str, v: np.ndarray, dtype: str) -> np.ndarray:
     return v
 
 
-def adapt_layout(session: Any, layouts: Mapping[str, str] | None, *, drop_unknown: bool = False) -> Any:
+def adapt_layout(session: Any, layouts: Mapping[str, str] | None, *, drop_unknown: bool = False,
+                 rebatch: bool = False) -> Any:
     """A LayoutAdapter over ``session``: channels-last transposes for ``layouts``, integer ids narrowed to
-    the artifact's width, and (``drop_unknown``) feeds for inputs the artifact does not have dropped."""
-    return LayoutAdapter(session, layouts, drop_unknown)
+    the artifact's width, (``drop_unknown``) feeds for inputs the artifact does not have dropped, and
+    (``rebatch``) any batch size fed to a fixed-batch artifact in chunks of its size."""
+    return LayoutAdapter(session, layouts, drop_unknown, rebatch)

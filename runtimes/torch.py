@@ -41,8 +41,10 @@ class TorchSession(Session):
     @classmethod
     def from_module(cls, module: Any, input_names: list[str], output_names: list[str] | None = None, *,
                     example_inputs: Mapping[str, np.ndarray] | None = None, device: str = "cpu",
-                    threads: int | None = None, precision: str = "fp32", cuda_graph: bool = False) -> "TorchSession":
-        """Wrap ``module``; input specs come from ``example_inputs`` (dim 0 is the dynamic batch)."""
+                    threads: int | None = None, precision: str = "fp32", cuda_graph: bool = False,
+                    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None) -> "TorchSession":
+        """Wrap ``module``; input specs come from ``example_inputs`` (dim 0 is the dynamic batch, and the axes
+        in ``dynamic_axes`` (input -> axis -> symbol) take any size too)."""
         if precision not in ("fp32", "fp16", "bf16"):
             raise InputError(f"unknown precision {precision!r} for the torch backend", expected="fp32 | fp16 | bf16")
         sess = cls(device=device, threads=threads, precision=precision, cuda_graph=cuda_graph)
@@ -50,8 +52,12 @@ class TorchSession(Session):
         sess._input_names = list(input_names)
         sess._out_names = list(output_names) if output_names else None
         if example_inputs is not None:
+            sess._examples = {n: np.asarray(example_inputs[n])[:1] for n in input_names}
+            axes = dynamic_axes or {}
             sess._in = [TensorSpec(n, str(np.asarray(example_inputs[n]).dtype),
-                                   ("batch", *np.asarray(example_inputs[n]).shape[1:])) for n in input_names]
+                                   ("batch", *(axes.get(n, {}).get(i, d) for i, d in
+                                               enumerate(np.asarray(example_inputs[n]).shape) if i)))
+                        for n in input_names]
         return sess
 
     def _load_impl(self) -> None:
@@ -74,7 +80,8 @@ class TorchSession(Session):
             raise InputError("TorchSession needs example_inputs to know its input specs",
                              hint="pass example_inputs={name: array} to from_module")
         if self._out_names is None or not self._out:
-            example = {s.name: np.zeros((1, *s.shape[1:]), s.dtype) for s in self._in}
+            example = getattr(self, "_examples", None) or {s.name: np.zeros((1, *s.shape[1:]), s.dtype)
+                                                           for s in self._in}
             outs = self._forward(example, name_outputs=False)
             if self._out_names is None:
                 keys = getattr(self, "_dict_keys", None)

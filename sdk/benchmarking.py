@@ -77,21 +77,24 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
                 else:
                     todo.append((verify_entry(p, e), e))  # refuse changed files before timing anything
             ref = _reference(p, manifest)
+            metric = (manifest.get("model") or {}).get("metric")
+            sizes = {sym: d["traced"] for sym, d in ((manifest.get("model") or {}).get("dynamic_dims") or {}).items()
+                     if isinstance(d, dict) and isinstance(d.get("traced"), int)}  # timed at the traced size
         else:
-            todo, ref = [(p, {})], None
+            todo, ref, metric, sizes = [(p, {})], None, None, {}
         for file, entry in todo:
             with load(file, backend=backend, threads=threads, device=device, **load_options) as sess:
                 check = None
                 if ref is not None and entry:
                     if progress:
                         progress(f"checking {file.name} ({sess.backend}) against the stored reference set")
-                    check = check_artifact(sess, ref, entry)
+                    check = check_artifact(sess, ref, entry, metric)
                 for batch in batches:
                     if progress:
                         progress(f"benchmarking {file.name} ({sess.backend}) at batch {batch}")
                     try:
                         r = benchmark(sess, batch=batch, warmup=warmup, iterations=iterations, duration_s=duration_s,
-                                      on_progress=getattr(progress, "count", None))
+                                      on_progress=getattr(progress, "count", None), sizes=sizes)
                     except FeedError as e:  # e.g. a fixed-batch artifact at another batch: the rest still runs
                         skipped.append({"artifact": entry.get("name", file.name), "path": str(file), "batch": batch,
                                         "reason": e.what})

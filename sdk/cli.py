@@ -20,11 +20,57 @@ log = logging.getLogger("edgesdk")
 
 
 class _Group(click.Group):
-    """Turns EdgeSDKError into a clean message and exit code; other errors say how to get details."""
+    """Turns EdgeSDKError into a clean message and exit code; other errors say how to get details.
+
+    A reader that closes stdout early (``edgesdk inspect m.onnx | head``) ends the command quietly with exit 0.
+    """
+
+    @staticmethod
+    def _stdout_broken() -> bool:
+        """Whether stdout is a pipe whose reader has gone (POLLERR), so a BrokenPipeError was about stdout and
+        not about a pipe to a child process. True where poll cannot tell (the common case)."""
+        import select
+
+        if not hasattr(select, "poll"):  # Windows: cannot tell
+            return True
+        try:
+            fd = sys.stdout.fileno()
+        except (OSError, ValueError, AttributeError):  # not a real file (click's test runner): another pipe broke
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+
+    @staticmethod
+    def _stdout_gone() -> None:
+        """Point stdout (and stderr when it is the same pipe) at /dev/null, so that the flush at interpreter
+        exit cannot fail again on the closed pipe (Python docs, signal module, "Note on SIGPIPE")."""
+        import os
+
+        try:
+            fd = sys.stdout.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError, AttributeError):  # not a real file (click's test runner): nothing to do
+            return
+        try:
+            same = os.path.sameopenfile(fd, sys.stderr.fileno())
+        except (OSError, ValueError, AttributeError):
+            same = False
+        os.dup2(devnull, fd)
+        if same:  # `2>&1 | head`: the progress and error lines would hit the closed pipe too
+            os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            rv = super().invoke(ctx)
+            sys.stdout.flush()  # a reader that left shows up here, not as a failed flush at interpreter exit
+            return rv
+        except BrokenPipeError:
+            if not self._stdout_broken():  # a pipe to a child process broke: a real failure
+                return self._internal_error(ctx)
+            self._stdout_gone()  # the reader of our stdout closed early, like `yes | head`: not an error
+            sys.exit(0)
         except EdgeSDKError as e:
             if ctx.obj and ctx.obj.get("debug"):  # the traceback, then the same exit code as without --debug
                 import traceback
@@ -37,12 +83,18 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.secho("interrupted; the output directory was left as it was", err=True)
             sys.exit(130)
-        except Exception as e:  # an unexpected failure: short message unless --debug
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.secho(f"internal error: {type(e).__name__}: {e}\n(re-run with --debug for the traceback, "
-                        "and please report it)", fg="red", err=True)
-            sys.exit(1)
+        except Exception:  # an unexpected failure: short message unless --debug
+            return self._internal_error(ctx)
+
+    @staticmethod
+    def _internal_error(ctx: click.Context) -> Any:
+        """Report the exception being handled as an internal error (exit 1); re-raise it with --debug."""
+        e = sys.exc_info()[1]
+        if ctx.obj and ctx.obj.get("debug"):
+            raise  # called from an except block: re-raises the exception being handled, for its traceback
+        click.secho(f"internal error: {type(e).__name__}: {e}\n(re-run with --debug for the traceback, "
+                    "and please report it)", fg="red", err=True)
+        sys.exit(1)
 
 
 @click.group(cls=_Group)
@@ -106,6 +158,18 @@ def _prune_range(text: str | None) -> dict[str, float | None]:
                          found=text) from None
 
 
+def _dynamic_dims(specs: list[Any], texts: tuple[str, ...]) -> dict[str, Any] | None:
+    """--input symbols and --dynamic-dims NAME:AXES as the recipe's export.dynamic_dims (None: neither given)."""
+    dims: dict[str, dict[str, Any]] = {s.name: {str(a): sym for a, sym in s.symbols} for s in specs if s.symbols}
+    for text in texts:
+        name, sep, axes = text.partition(":")
+        if not sep or not name.strip() or not axes.strip():
+            raise InputError(f"malformed --dynamic-dims {text!r}", expected="NAME:AXES, e.g. x:2,3", found=text)
+        for axis in (a.strip() for a in axes.split(",") if a.strip()):
+            dims.setdefault(name.strip(), {}).setdefault(axis, None)
+    return dims or None
+
+
 def _save(path: str, write: Callable[[str], Any]) -> None:
     """Run ``write(path)``; an OS error becomes one clear OutputWriteError (exit 5), not a traceback."""
     from .errors import OutputWriteError
@@ -143,7 +207,14 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.argument("model")
 @click.option("--weights", type=click.Path(dir_okay=False), help=".safetensors or a .pt/.pth state dict.")
 @click.option("--input", "input_specs", multiple=True, metavar="NAME:1x3x224x224[:float32]",
-              help="An input name, example shape and dtype (repeatable). Batch is dynamic by default.")
+              help="An input: the forward() parameter it feeds, example shape and dtype (repeatable). Batch is "
+                   "dynamic by default; a symbol makes another axis dynamic: x:Nx3xHxW with --dim H=224.")
+@click.option("--dim", "dim_sizes", multiple=True, metavar="SYM=SIZE",
+              help="Tracing size of a symbol used in --input (repeatable, or H=224,W=224).")
+@click.option("--dynamic-dims", "dynamic_dims_text", multiple=True, metavar="NAME:AXES",
+              help="Keep these axes of an input dynamic, e.g. x:2,3 (repeatable; sizes from the examples).")
+@click.option("--static-sequence", is_flag=True,
+              help="Keep the sequence length of token-id inputs fixed (it is dynamic by default).")
 @click.option("--example-inputs", type=click.Path(dir_okay=False), help=".npz of example inputs (instead of --input).")
 @click.option("--calib", help="Calibration/reference data: FILE.npz, a DIR of NAME.npy (arrays named like the "
               "inputs), an IMAGE_DIR (see --preprocess), or 'random' (explicit; the report says so).")
@@ -181,7 +252,12 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--per-channel/--per-tensor", default=None, help="INT8 weight granularity (default per-channel).")
 @click.option("--quant-target", type=click.Choice(["auto", "cpu", "tensorrt"]),
               help="Chooses activation/weight types: cpu = uint8/int8, tensorrt = symmetric int8.")
-@click.option("--max-accuracy-drop", type=float, help="INT8 budget in accuracy points (needs --eval-data labels).")
+@click.option("--max-accuracy-drop", "--max-metric-drop", "max_accuracy_drop", type=float,
+              help="Budget in task-metric points (needs labelled --eval-data): what INT8, a pruning range or a "
+                   "pruned model may lose against the original.")
+@click.option("--metric", "metric", metavar="NAME|FILE.py:FN",
+              help="Task metric on --eval-data: top1 (default with class-id labels), top5, cer (CTC text), miou "
+                   "(segmentation), multilabel_f1, mae, rmse, or your fn(outputs, data) -> float.")
 @click.option("--min-cosine", type=float, help="Label-free INT8 budget: cosine vs PyTorch on the reference inputs.")
 @click.option("--prune", "prune_text", metavar="RATIO|LOW:HIGH",
               help="Prune before export: a ratio in (0, 1), or a range searched under --max-accuracy-drop.")
@@ -202,6 +278,7 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def compress(ctx: click.Context, model: str, weights: str | None, input_specs: tuple[str, ...],
+             dim_sizes: tuple[str, ...], dynamic_dims_text: tuple[str, ...], static_sequence: bool, metric: str | None,
              example_inputs: str | None, calib: str | None, preprocess_text: str | None, eval_data: str | None,
              out_dir: str,
              recipe_file: str | None, dry_run: bool, targets: str | None, opset: int | None, exporter: str | None,
@@ -217,8 +294,13 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
     """Export MODEL (path/to/file.py:factory or package.module:factory), verify and benchmark it."""
     from .recipe import Recipe, apply_options
 
+    from .intake import parse_dim_sizes, parse_input_spec
+
     recipe = Recipe.from_yaml(recipe_file) if recipe_file else Recipe()
+    specs = [parse_input_spec(s, parse_dim_sizes(dim_sizes)) for s in input_specs]
     flags: dict[str, Any] = {
+        "dynamic_dims": _dynamic_dims(specs, dynamic_dims_text), "metric": metric,
+        "dynamic_sequence": False if static_sequence else None,
         "targets": tuple(t.strip() for t in targets.split(",")) if targets else None,
         "opset": opset, "exporter": exporter, "simplify": False if no_simplify else None,
         "dynamic_batch": False if static_batch else None,
@@ -249,9 +331,8 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
                               indent=2))
         return
 
-    from .intake import build_model, load_npz, load_weights, parse_input_spec, unpickle_model_unsafe
+    from .intake import build_model, load_npz, load_weights, unpickle_model_unsafe
 
-    specs = [parse_input_spec(s) for s in input_specs]
     say = _say(ctx)
     say(f"building {model}")
     if unsafe_unpickle_model:
@@ -264,13 +345,10 @@ def compress(ctx: click.Context, model: str, weights: str | None, input_specs: t
         load_weights(net, weights)
     import torch
 
-    if specs:
-        gen = torch.Generator().manual_seed(0)
-        examples = {}
-        for s in specs:
-            dt = getattr(torch, s.dtype)
-            examples[s.name] = (torch.rand(s.shape, generator=gen).to(dt) if dt.is_floating_point
-                                else torch.zeros(s.shape, dtype=dt))
+    if specs:  # token ids within the model's vocabulary, masks of ones (edgesdk.synthetic)
+        from .synthetic import example_inputs
+
+        examples = example_inputs(net, specs)
     else:
         examples = {k: torch.from_numpy(v) for k, v in load_npz(example_inputs, what="example inputs").items()}
     calib_data = calib  # a .npz, a directory of NAME.npy, or "random"; checked by the API
@@ -349,7 +427,14 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: 
 @click.option("--json", "as_json", is_flag=True, help="Print output summaries as JSON.")
 def run_cmd(artifact: str, inputs_file: str, output: str | None, backend: str, no_isolate: bool,
             as_json: bool) -> None:
-    """Run ARTIFACT on the arrays in --inputs and print (or save) the outputs."""
+    """Run ARTIFACT on the arrays in --inputs and print (or save) the outputs.
+
+    Each output is summarised by its shape: the per-row argmax for classifier-shaped outputs (a float (N, C)
+    with C >= 2 that is the only output or is named like logits/probs/scores), else min/mean/max. ``--json``
+    keys: shape, dtype, min, mean, max, argmax (null when not classifier-shaped).
+    """
+    import re
+
     import numpy as np
 
     from .atomic import write_bytes
@@ -361,15 +446,30 @@ def run_cmd(artifact: str, inputs_file: str, output: str | None, backend: str, n
         outputs = sess.run(feeds)
     if output:
         _save(output, lambda p: write_bytes(p, _npz_bytes(outputs)))
-    summary = {name: {"shape": list(a.shape), "dtype": str(a.dtype),
-                      "mean": float(a.mean()) if a.size and np.issubdtype(a.dtype, np.number) else None,
-                      "argmax": a.reshape(len(a), -1).argmax(-1).tolist() if a.ndim >= 2 and a.size else None}
+    class_like = re.compile(r"logit|prob|score|class|softmax|pred", re.IGNORECASE)
+    box_like = re.compile(r"box|anchor|coord|landmark|keypoint|mask", re.IGNORECASE)
+
+    def classifier(name: str, a: np.ndarray) -> bool:  # (N, C) class scores, not (N, 4) boxes of a detector
+        shaped = a.ndim == 2 and a.shape[1] >= 2 and a.size > 0 and np.issubdtype(a.dtype, np.floating)
+        return shaped and not box_like.search(name) and (len(outputs) == 1 or bool(class_like.search(name)))
+
+    def stat(a: np.ndarray, fn: Callable[..., Any]) -> float | None:
+        return float(fn(a)) if a.size and a.dtype.kind in "biuf" else None  # bool, int, float; not str/complex
+
+    summary = {name: {"shape": list(a.shape), "dtype": str(a.dtype), "min": stat(a, np.min), "mean": stat(a, np.mean),
+                      "max": stat(a, np.max), "argmax": a.argmax(-1).tolist() if classifier(name, a) else None}
                for name, a in outputs.items()}
     if as_json:
         click.echo(json_text(summary))
     else:
         for name, s in summary.items():
-            click.echo(f"{name}: {s['dtype']} {tuple(s['shape'])}" + (f" argmax={s['argmax']}" if s["argmax"] else ""))
+            head = f"{name}: {s['dtype']} {tuple(s['shape'])}"
+            if s["argmax"] is not None:
+                click.echo(f"{head} argmax={s['argmax']}")
+            elif s["mean"] is not None:
+                click.echo(f"{head} min={s['min']:.4g} mean={s['mean']:.4g} max={s['max']:.4g}")
+            else:
+                click.echo(head)
         if output:
             click.echo(f"wrote {output}")
 

@@ -31,36 +31,67 @@ _SPEC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-]*)\s*:(?P<shape>[^:]+)(?::\s*(
 
 @dataclass(frozen=True)
 class InputSpec:
-    """An input from ``--input NAME:1x3x224x224[:float32]``."""
+    """An input from ``--input NAME:1x3x224x224[:float32]``; symbolic dims (``x:Nx3xHxW``) are dynamic.
+
+    ``shape`` holds the tracing sizes (a symbol's size comes from ``--dim SYM=SIZE``; a symbol in dim 0 is
+    the batch, traced at 1); ``symbols`` maps axis -> symbol for the dynamic non-batch axes."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str = "float32"
+    symbols: tuple[tuple[int, str], ...] = ()
 
 
-def parse_input_spec(text: str) -> InputSpec:
-    """Parse ``NAME:DIMxDIM...[:dtype]``; e.g. ``x:1x3x224x224:float32``."""
+_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_dim_sizes(items: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """``--dim H=160`` (repeatable, or ``H=160,W=160``) -> {"H": 160}."""
+    sizes: dict[str, int] = {}
+    for item in (p.strip() for text in items for p in str(text).split(",") if p.strip()):
+        sym, sep, size = item.partition("=")
+        if not sep or not _SYMBOL.fullmatch(sym.strip()) or not size.strip().isdigit() or int(size) < 1:
+            raise InputError(f"malformed --dim {item!r}", expected="SYMBOL=SIZE, e.g. --dim H=160",
+                             found=item, hint="the symbol is the one used in --input, e.g. --input x:Nx3xHxW")
+        sizes[sym.strip()] = int(size)
+    return sizes
+
+
+def parse_input_spec(text: str, sizes: dict[str, int] | None = None) -> InputSpec:
+    """Parse ``NAME:DIMxDIM...[:dtype]``; e.g. ``x:1x3x224x224:float32`` or ``x:Nx3xHxW`` with ``sizes``
+    (``{"H": 160, "W": 160}``) giving each symbol's tracing size. Symbols must not contain a lowercase x
+    (the separator)."""
     m = _SPEC_RE.match(text.strip())
-    fmt = "NAME:DIMxDIM...[:dtype], e.g. x:1x3x224x224:float32"
+    fmt = "NAME:DIMxDIM...[:dtype], e.g. x:1x3x224x224:float32 or x:Nx3xHxW (with --dim H=224 --dim W=224)"
     if not m:
         raise InputError(f"malformed --input spec {text!r}", expected=fmt, found=repr(text))
-    dims = [d.strip() for d in m.group("shape").lower().split("x")]
-    try:
-        if not all(d.isdigit() for d in dims):  # int() would also take "1_0" or "+3"
-            raise ValueError(dims)
-        shape = tuple(int(d) for d in dims)
-    except ValueError:
-        raise InputError(f"malformed --input spec {text!r}: dimensions must be integers", expected=fmt,
-                         found=f"dimensions {dims}",
-                         hint="give the example batch as an integer (batch is dynamic by default)") from None
+    dims = [d.strip() for d in re.split(r"x|(?<=\d)X(?=\d)", m.group("shape"))]  # 1X3X8 as written before
+    shape: list[int] = []
+    symbols: list[tuple[int, str]] = []
+    for axis, d in enumerate(dims):
+        if d.isdigit():  # int() would also take "1_0" or "+3"
+            shape.append(int(d))
+            continue
+        if not _SYMBOL.fullmatch(d):
+            raise InputError(f"malformed --input spec {text!r}: {d!r} is neither a size nor a symbol", expected=fmt,
+                             found=f"dimensions {dims}", hint="sizes are integers; dynamic axes are names like H or "
+                                                              "SEQ (without a lowercase x)")
+        size = (sizes or {}).get(d, 1 if axis == 0 else None)
+        if size is None:
+            raise InputError(f"--input {text!r}: the dynamic axis {d} has no tracing size",
+                             expected=f"--dim {d}=SIZE (the size the model is exported and checked at)",
+                             found="no --dim for it", hint=f"e.g. --dim {d}=160")
+        shape.append(size)
+        if axis > 0:
+            symbols.append((axis, d))
     if any(d < 1 for d in shape):
         raise InputError(f"malformed --input spec {text!r}: dimensions must be >= 1", expected=fmt,
-                         found=str(shape))
+                         found=str(tuple(shape)))
     dtype = (m.group("dtype") or "float32").strip().lower()
     if dtype not in _DTYPES:
         raise InputError(f"unknown dtype in --input spec {text!r}", expected=" | ".join(sorted(_DTYPES)),
                          found=dtype)
-    return InputSpec(m.group("name"), shape, dtype)
+    return InputSpec(m.group("name"), tuple(shape), dtype, tuple(symbols))
 
 
 def load_factory(ref: str) -> Callable[..., Any]:

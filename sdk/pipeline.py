@@ -68,20 +68,41 @@ class Artifact:
         }
 
 
+def _quiet(_msg: str) -> None:
+    """A progress sink that says nothing (library use without a progress callback)."""
+
+
 @dataclass
 class StageContext:
-    """What every stage can read: the model, inputs, recipe and the staging dir."""
+    """What every stage can read, by name: the model, inputs, recipe, the staging dir and the run's services.
+
+    ``model``/``variant``/``reference`` follow the latest PyTorch model (the pruned one after ``prune``);
+    ``targets`` is where a stage records a target it could not deliver, and why."""
 
     model: Any
-    example_inputs: dict[str, Any]
+    example_inputs: dict[str, Any]  # torch tensors in forward()'s order
     recipe: Any
     workdir: Path
     output_names: list[str]
     calib: dict[str, Any] | None = None
     calib_source: str | None = None
-    models: dict[str, Any] = field(default_factory=dict)
-    records: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)  # "pytorch", "pytorch.pruned" -> nn.Module
     artifacts: list[Artifact] = field(default_factory=list)  # produced so far, in order (run_stages appends)
+    say: Callable[[str], None] = _quiet
+    evaluate: Callable[[Any], float | None] | None = None  # task metric of a PyTorch model on the eval data
+    baseline_accuracy: float | None = None
+    metric: Any = None  # the edgesdk.metrics.Metric behind evaluate
+    recovery_hook: Callable[..., Any] | None = None
+    budget: Any = None  # an AccuracyBudget wrapping the quantize stage
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variant: str = ""  # file-name infix of the current model's exports ("" or ".pruned")
+    reference: str = "pytorch"  # the name of the current PyTorch model in ``models``
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # input -> axis -> symbol
+    auto_axes: frozenset = frozenset()  # (input, axis) the model may fix (token sequences by default)
+
+    def target(self, name: str, status: str, reason: str | None = None, install: str | None = None) -> None:
+        """Record what became of a target (ok, skipped, failed) for the manifest and the report."""
+        self.targets[name] = {"status": status, "reason": reason, "install": install}
 
 
 class Stage(Protocol):
@@ -117,19 +138,19 @@ def run_stages(names: list[str], ctx: StageContext,
     the next stage gets the previous artifact."""
     artifacts: list[Artifact] = []
     parent: Artifact | None = None
-    say = ctx.records.get("say")
+    say = ctx.say
     for name in names:
         stage = STAGES.get(name)
         if stage is None:
             from .errors import InputError
 
             raise InputError(f"unknown stage {name!r}", expected=", ".join(sorted(STAGES)), found=name)
-        if say is not None:  # only these stages transform the artifact before them; the others start from PyTorch
-            src = f" (from {parent.name})" if parent is not None and name in ("export_onnx", "quantize_onnx") else ""
-            say(STAGE_TEXT.get(name, name) + src)
+        # only these stages transform the artifact before them; the others start from PyTorch
+        src = f" (from {parent.name})" if parent is not None and name in ("export_onnx", "quantize_onnx") else ""
+        say(STAGE_TEXT.get(name, name) + src)
         t0 = time.perf_counter()
         art = stage(ctx, parent)
-        if art is None:  # a target that failed or was skipped; the stage recorded why in ctx.records["targets"]
+        if art is None:  # a target that failed or was skipped; the stage recorded why in ctx.targets
             continue
         art.stage = name
         art.meta.setdefault("stage_time_s", round(time.perf_counter() - t0, 3))

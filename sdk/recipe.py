@@ -84,6 +84,9 @@ class ExportConfig(_Section):
     dynamic_batch: bool = True
     # TFLite: take image-like inputs channels-last (N,H,W,C), as mobile camera pipelines produce them
     tflite_channels_last: bool = False
+    # input -> axes (or axis -> symbol) kept dynamic besides the batch, e.g. {x: [2, 3]} or {x: {2: H, 3: W}}
+    dynamic_dims: dict[str, Any] = field(default_factory=dict)
+    dynamic_sequence: bool = True  # the sequence axis of token-id inputs (integer (N, L)) is dynamic
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,16 @@ class PruneConfig(_Section):
     recover: bool = True
     recover_steps: int = 1000
     recover_lr: float = 3e-3
-    max_accuracy_drop: float | None = None  # for the ratio search (points, needs labelled eval data)
+    max_accuracy_drop: float | None = None  # metric points, needs labelled eval data: the ratio search's budget,
+    # or with a fixed ratio the most the pruned model may lose (default 2 points when labels are given)
+    min_cosine: float | None = None  # label-free: least cosine vs the original model (default 0.95)
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    """The task metric every artifact is measured with on labelled eval data, and budgets read (points)."""
+
+    metric: str = "auto"  # auto (top-1 on class-id labels) | top1 | top5 | cer | miou | multilabel_f1 | file.py:fn
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,7 @@ class Recipe:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", _coerce("targets", self.targets, _hints_of(Recipe)["targets"]))
@@ -203,20 +216,16 @@ class Recipe:
                              expected="--prune LOW:HIGH with --max-accuracy-drop POINTS (labelled --eval-data)",
                              found=f"prune range {p.ratio}:{p.ratio_max} and no max_accuracy_drop",
                              hint="or give a single ratio, e.g. --prune 0.5")
-        if p.max_accuracy_drop is not None and not searched:
-            raise InputError("prune.max_accuracy_drop only applies to a pruning range", expected="--prune LOW:HIGH",
-                             found=f"prune.ratio {p.ratio} and no prune.ratio_max",
-                             hint="add prune.ratio_max to search a range, or remove prune.max_accuracy_drop")
+        pruned = p.ratio is not None or p.target_macs is not None or p.method == "2:4"
+        for name in ("max_accuracy_drop", "min_cosine"):
+            if getattr(p, name) is not None and not pruned:
+                raise InputError(f"prune.{name} is set but nothing is pruned", expected="--prune RATIO|LOW:HIGH",
+                                 found="no prune.ratio", hint=f"add --prune 0.5, or remove prune.{name}")
         if q.mode != "none":
             return
-        if q.max_accuracy_drop is not None and not searched and p.ratio is not None:
-            raise InputError("quantize.max_accuracy_drop has nothing to apply to: the budget applies to a "
-                             "--prune LOW:HIGH range or to quantization",
-                             expected="--prune LOW:HIGH or --quantize int8|fp16|int8-dynamic",
-                             found=f"fixed prune.ratio {p.ratio} and quantize.mode none",
-                             hint="a fixed ratio is not searched; give a range, e.g. --prune 0.3:0.7")
+        # --max-accuracy-drop is the run's budget: with pruning alone it bounds what the pruned model may lose
         unused = "min_cosine" if q.min_cosine is not None else (
-            "max_accuracy_drop" if q.max_accuracy_drop is not None and not searched else None)
+            "max_accuracy_drop" if q.max_accuracy_drop is not None and not pruned else None)
         if unused is not None:
             raise InputError(f"quantize.{unused} is set but nothing is quantized: a quantization budget needs "
                              "--quantize int8/fp16/int8-dynamic", expected="quantize.mode int8 | fp16 | int8-dynamic",
@@ -363,6 +372,11 @@ FLAT_OPTIONS: dict[str, tuple[str, str]] = {
     "recover_steps": ("prune", "recover_steps"),
     "recover_lr": ("prune", "recover_lr"),
     "prune_max_accuracy_drop": ("prune", "max_accuracy_drop"),
+    "prune_min_cosine": ("prune", "min_cosine"),
+    "dynamic_dims": ("export", "dynamic_dims"),
+    "dynamic_sequence": ("export", "dynamic_sequence"),
+    "metric": ("eval", "metric"),
+    "max_metric_drop": ("quantize", "max_accuracy_drop"),
     "trt_batch": ("tensorrt", "batch"),
     "trt_workspace_mb": ("tensorrt", "workspace_mb"),
     "trt_sparse": ("tensorrt", "sparse_weights"),
@@ -398,7 +412,8 @@ def apply_options(recipe: Recipe, **options: Any) -> Recipe:
 # -- field checks ---------------------------------------------------------------------------------------------------
 
 _SECTIONS: dict[str, type] = {"export": ExportConfig, "parity": ParityConfig, "benchmark": BenchmarkConfig,
-                              "quantize": QuantizeConfig, "prune": PruneConfig, "tensorrt": TensorRTConfig}
+                              "quantize": QuantizeConfig, "prune": PruneConfig, "tensorrt": TensorRTConfig,
+                              "eval": EvalConfig}
 _SECTION_NAMES: dict[type, str] = {cls: name for name, cls in _SECTIONS.items()}
 
 
@@ -434,7 +449,7 @@ _BOUNDS: dict[str, _Bound] = {
     "quantize.calib_samples": _AT_LEAST_1, "quantize.max_accuracy_drop": _AT_LEAST_0, "quantize.min_cosine": _COSINE,
     "prune.ratio": _RATIO, "prune.ratio_max": _RATIO, "prune.target_macs": _AT_LEAST_1,
     "prune.round_to": _AT_LEAST_1, "prune.recover_steps": _AT_LEAST_0, "prune.recover_lr": _POSITIVE,
-    "prune.max_accuracy_drop": _AT_LEAST_0,
+    "prune.max_accuracy_drop": _AT_LEAST_0, "prune.min_cosine": _COSINE,
     "tensorrt.batch": _AT_LEAST_1, "tensorrt.workspace_mb": _AT_LEAST_1, "tensorrt.dla_core": _AT_LEAST_0,
     "tensorrt.optimization_level": _Bound(0, 5),
 }

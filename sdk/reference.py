@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ArtifactError
+from .errors import ArtifactError, EdgeSDKError
 from .parity import compare
 
 FILE_NAME = "reference.npz"
@@ -113,49 +113,45 @@ def load_reference_set(path: str | Path) -> ReferenceSet:
                         eval_data=eval_data or None)
 
 
-def accuracy(session: Any, eval_data: Mapping[str, np.ndarray], input_names: Sequence[str],
-             chunk: int = 64) -> float | None:
-    """Top-1 accuracy in percent of the first output against ``labels``; None without labels."""
-    labels = eval_data.get("labels")
-    if labels is None or not len(labels):
-        return None
-    correct = 0
-    inputs = getattr(session, "inputs", None) or []
-    fixed = next((s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0), None)
-    chunk = fixed or chunk  # a fixed-batch artifact takes exactly its batch: the last chunk is padded
-    for start in range(0, len(labels), chunk):
-        feeds = {k: np.ascontiguousarray(eval_data[k][start:start + chunk]) for k in input_names}
-        real = len(next(iter(feeds.values())))
-        if fixed and real < chunk:
-            feeds = {k: np.concatenate([v, np.repeat(v[-1:], chunk - real, axis=0)]) for k, v in feeds.items()}
-        logits = next(iter(session.run(feeds).values()))[:real]
-        correct += int((logits.reshape(real, -1).argmax(-1) == labels[start:start + real]).sum())
-    return round(100.0 * correct / len(labels), 3)
+def check_artifact(session: Any, ref: ReferenceSet, entry: Mapping[str, Any], metric: Any = None) -> dict[str, Any]:
+    """Parity (the artifact's own tolerances) and the task metric of a loaded session on the reference set.
 
+    ``metric``: the manifest's metric name (``model.metric``; None means top-1 on ``labels``, as manifests
+    before metrics were recorded). A user metric this machine cannot import is skipped with a note."""
+    from .gate import run_reference
+    from .metrics import evaluate, load_metric
+    from .parity import TOLERANCE_KEYS, Tolerance
 
-def check_artifact(session: Any, ref: ReferenceSet, entry: Mapping[str, Any]) -> dict[str, Any]:
-    """Parity (the artifact's own tolerances) and accuracy of a loaded session on the reference set."""
-    from edgesdk.runtimes.layout import adapt_layout
-
-    # the reference data is in PyTorch's terms (N,C,H,W, int64 ids, every forward() argument)
-    session = adapt_layout(session, (entry.get("meta") or {}).get("input_layout"), drop_unknown=True)
+    # the reference data is in PyTorch's terms (N,C,H,W, int64 ids, every forward() argument, any batch size)
     parity = entry.get("parity") or {}
     model = (entry.get("meta") or {}).get("reference", "pytorch")
     expected = ref.outputs.get(model)
     out: dict[str, Any] = {"batches": len(ref.inputs), "reference": model, "parity": None, "accuracy": None,
                            "eval_samples": 0}
+    fed, got, notes = run_reference(session, ref.inputs, (entry.get("meta") or {}).get("input_layout"))
     if expected:
-        got = [session.run(dict(x)) for x in ref.inputs]
-        result = compare(expected, got, atol=parity.get("atol"), rtol=parity.get("rtol"),
-                         min_cosine=parity.get("min_cosine"))
+        pairs = [(e, g) for e, g in zip(expected, got) if g is not None]
+        # the rule the artifact was gated with; a manifest of the previous version has atol/rtol/min_cosine only
+        result = compare([e for e, _ in pairs], [g for _, g in pairs], tolerance=Tolerance.from_dict(parity))
         d = result.to_dict()
-        out["parity"] = {k: None if d[k] is None else (bool(d[k]) if k == "passed" else float(d[k]))
-                         for k in ("passed", "max_abs_err", "max_rel_err", "cosine", "top1_agreement", "atol", "rtol",
-                                   "min_cosine")}
+        keys = ("passed", "max_abs_err", "max_rel_err", "cosine", "centered_cosine", "sqnr_db", "nrmse",
+                "top1_agreement", *TOLERANCE_KEYS)
+        out["parity"] = {k: None if d[k] is None else (bool(d[k]) if k == "passed" else float(d[k])) for k in keys}
+        out["parity"]["nonfinite_mismatch"] = int(d["nonfinite_mismatch"])
+        out["parity"]["atol_effective"] = {n: o["atol_effective"] for n, o in d["outputs"].items()}
+        out["batches"] = len(pairs)
+        if notes:
+            out["parity"]["skipped_because"] = notes
         if not result.passed:
             out["parity"]["failure"] = result.failure_message()
     if ref.eval_data is not None:
         names = [s.name for s in session.inputs]
-        out["accuracy"] = accuracy(session, ref.eval_data, names)
-        out["eval_samples"] = int(len(ref.eval_data.get("labels", [])))
+        try:
+            m = load_metric(metric or "top1")
+        except EdgeSDKError as e:  # e.g. a user's metric file that is not on this device
+            out["accuracy_note"] = f"metric {metric!r} not available here: {e.what}"
+            return out
+        out["accuracy"] = evaluate(fed, ref.eval_data, names, m)
+        out["metric"] = m.name
+        out["eval_samples"] = int(len(next(iter(ref.eval_data.values()))))
     return out

@@ -97,7 +97,8 @@ def test_tuple_inputs_and_options(tmp_path):
     res = edgesdk.compress(Small(), (torch.rand(3, 4),), out_dir=tmp_path / "o", opset=17, simplify=False,
                            iterations=3, warmup=1, batches=[1, 2], parity_batches=2)
     art = res.manifest["artifacts"][0]
-    assert art["inputs"][0]["name"] == "input_0"
+    assert art["inputs"][0]["name"] == "x"  # unnamed inputs take forward()'s parameter names, by position
+    assert res.manifest["model"]["binding"]["by"] == "position"
     assert art["meta"]["opset_requested"] == 17 and art["meta"]["simplified"] is False
     assert art["parity"]["batches"] == 3
     assert {r["batch"] for r in res.report["results"]} == {1, 2}
@@ -106,7 +107,7 @@ def test_tuple_inputs_and_options(tmp_path):
 
 
 def test_int8_slower_than_parent_is_warned():
-    from edgesdk.api import _slower_than_parent
+    from edgesdk.measure import slower_than_parent as _slower_than_parent
     from edgesdk.pipeline import Artifact
 
     fp32 = Artifact("m.onnx", Path("m.onnx"), "onnx", "fp32", stage="export_onnx")

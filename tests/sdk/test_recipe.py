@@ -185,9 +185,8 @@ def test_channel_pruning_by_macs_is_fine():
     ({"prune": 0.3, "prune_max": 0.7, "min_cosine_budget": 0.999, "max_accuracy_drop": 1}, "quantize.min_cosine"),
     ({"prune": 0.3, "prune_max": 0.7}, "a pruning range needs an accuracy budget"),
     ({"prune": 0.3, "prune_max": 0.7, "quantize": "int8", "min_cosine_budget": 0.999}, "needs an accuracy budget"),
-    ({"prune": 0.5, "max_accuracy_drop": 1}, "LOW:HIGH range or to quantization"),
-    ({"prune": 0.5, "prune_max_accuracy_drop": 1}, "prune.max_accuracy_drop only applies to a pruning range"),
-    ({"prune": 0.5, "quantize": "int8", "prune_max_accuracy_drop": 1}, "only applies to a pruning range"),
+    ({"prune_max_accuracy_drop": 1}, "prune.max_accuracy_drop is set but nothing is pruned"),
+    ({"quantize": "int8", "prune_min_cosine": 0.9}, "prune.min_cosine is set but nothing is pruned"),
 ])
 def test_budgets_that_would_be_ignored(options, needle):
     with pytest.raises(InputError, match=needle):
@@ -198,6 +197,8 @@ def test_budgets_that_would_be_ignored(options, needle):
     {"quantize": "int8", "max_accuracy_drop": 1},
     {"quantize": "fp16", "min_cosine_budget": 0.999},
     {"prune": 0.3, "prune_max": 0.7, "max_accuracy_drop": 1},  # the quantization flag doubles as the search budget
+    {"prune": 0.5, "max_accuracy_drop": 1},  # ... and as the most a fixed-ratio pruned model may lose
+    {"prune": 0.5, "prune_min_cosine": 0.9, "dynamic_dims": {"x": [2, 3]}, "metric": "cer"},
     {"prune": 0.3, "prune_max": 0.7, "prune_max_accuracy_drop": 1},
     {"prune": 0.5, "quantize": "int8", "max_accuracy_drop": 1},  # the budget applies to quantization
 ])
