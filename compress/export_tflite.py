@@ -140,6 +140,17 @@ def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Pat
     return info
 
 
+def _recurrent(model: Any) -> str | None:
+    """The first recurrent layer type in ``model`` (nn.LSTM, nn.GRU, nn.RNN), which litert-torch cannot
+    convert with symbolic shapes."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)):
+            return f"nn.{type(m).__name__}"
+    return None
+
+
 def _nhwc_axes(axes: dict[int, str], rank: int) -> dict[int, str]:
     """N,C,H,W axis numbers -> N,H,W,C ones."""
     return {(0 if a == 0 else rank - 1 if a == 1 else a - 1): sym for a, sym in axes.items()}
@@ -152,6 +163,11 @@ def _export_keeping(model: Any, example_inputs: Mapping[str, Any], path: Path, p
     batch_only = {n: {0: a[0]} for n, a in axes.items() if 0 in a}
     tries = [axes] + ([batch_only] if batch_only != axes else []) + ([{}] if batch_only else [])
     first: ExportError | None = None
+    recurrent = _recurrent(model)
+    if recurrent and len(tries) > 1:  # each failing attempt costs a whole conversion (a minute on a CRNN)
+        first = ExportError(f"litert-torch 0.10 lowers {recurrent} with concrete shapes only (measured: "
+                            "'Shapes must be 1D sequences of concrete values')")
+        tries = tries[-1:]
     for i, attempt in enumerate(tries):
         examples = example_inputs if attempt or not batch_only else {k: v[:1] for k, v in example_inputs.items()}
         try:

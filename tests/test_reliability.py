@@ -272,7 +272,7 @@ def test_kill_9_at_every_write_step_leaves_one_complete_set(digits_dir, tmp_path
     # a spread of the writes before it, each before and after it happens
     swap = [i for i in ours if any(Path(p).name.startswith(".edgesdk-old-") or Path(p) == out for p in steps[i - 1][1:])]
     assert swap, "the run never swapped its set in"
-    spread = ours[:: max(1, len(ours) // 6)]
+    spread = ours[:: max(1, len(ours) // 4)]
     points = [f"{w}:{i}" for i in sorted(set(swap) | set(spread)) for w in ("before", "after")]
     seen: dict[str, str] = {}
     for point in points:
@@ -297,8 +297,7 @@ def test_kill_9_from_outside_at_each_stage(digits_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(_compress_cmd(digits_dir, out), check=True, capture_output=True, env=env, cwd=tmp_path)
     _complete_set(out)
-    stages = ("running PyTorch", "exporting to ONNX", "checking model.onnx", "quantizing", "checking model.int8",
-              "benchmarking")
+    stages = ("exporting to ONNX", "quantizing", "checking model.int8", "benchmarking")
     killed = []
     for marker in stages:
         proc = subprocess.Popen(_compress_cmd(digits_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
