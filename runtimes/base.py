@@ -37,6 +37,10 @@ class TensorSpec:
         return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
 
 
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
 class _Check:
     """Precomputed per-input checks so the fast path costs a few attribute reads."""
 
@@ -53,22 +57,55 @@ class _Check:
         self.batch = bool(spec.shape) and spec.shape[0] == "batch"  # the shared dynamic batch dimension
 
 
+@dataclass(frozen=True)
+class Option:
+    """A backend option: its type(s), default and a one-line help."""
+
+    types: type | tuple[type, ...]
+    default: Any
+    help: str
+
+
 class Session:
-    """Base class of every runtime backend. Thread-safe ``run``; context manager."""
+    """Base class of every runtime backend. Thread-safe ``run``; context manager.
+
+    A backend declares the options it takes in ``option_specs``; any other keyword is an InputError
+    listing the valid ones (a misspelt ``cuda_grpah=True`` is never ignored)."""
 
     backend: str = "base"
+    option_specs: dict[str, Option] = {}
 
     def __init__(self, path: str | Path | None = None, *, threads: int | None = None, device: str = "auto",
                  **options: Any) -> None:
         self.path = Path(path) if path is not None else None
         self.threads = threads
         self.device = device
-        self.options = options
+        self.options = self._check_options(options)
         self.load_time_s: float | None = None
         self._loaded = False
         self._load_lock = threading.Lock()
         self._checks: tuple[_Check, ...] = ()
         self._names: frozenset[str] = frozenset()
+
+    @classmethod
+    def _check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        from edgesdk.errors import InputError
+
+        specs = cls.option_specs
+        valid = ", ".join(f"{k} ({v.help})" for k, v in specs.items()) or "none"
+        unknown = sorted(set(options) - set(specs))
+        if unknown:
+            raise InputError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for the "
+                             f"{cls.backend} backend", expected=f"options it takes: {valid}",
+                             found=", ".join(f"{k}={options[k]!r}" for k in unknown), hint="check the spelling")
+        for key, value in options.items():
+            spec = specs[key]
+            ok = value is None and spec.default is None or isinstance(value, spec.types)
+            if not ok or (isinstance(value, bool) and bool not in _as_tuple(spec.types)):
+                names = " or ".join(t.__name__ for t in _as_tuple(spec.types))
+                raise InputError(f"option {key!r} of the {cls.backend} backend must be {names}",
+                                 expected=f"{key}: {spec.help}", found=f"{value!r} ({type(value).__name__})")
+        return {**{k: v.default for k, v in specs.items()}, **options}
 
     # -- backend hooks ---------------------------------------------------------------
     def _load_impl(self) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgesdk.errors import ArtifactError, BackendUnavailableError, InferenceError
 
-from .base import Session, TensorSpec
+from .base import Option, Session, TensorSpec
 from .formats import describe_bytes, detect_format, read_head
 from .pool import Pool
 
@@ -65,6 +65,8 @@ class LiteRTSession(Session):
     """A pool of ``ai_edge_litert`` Interpreters behind the Session API."""
 
     backend = "litert"
+    option_specs = {"xnnpack": Option(bool, True, "use the XNNPACK delegate"),
+                    "raw_io": Option(bool, False, "feed and return a full-integer model's int8 tensors as they are")}
     _in: list[_IO] | None = None
     _out: list[_IO] | None = None
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgesdk.errors import ArtifactError, BackendUnavailableError
 
-from .base import Session, TensorSpec
+from .base import Option, Session, TensorSpec
 from .formats import describe_bytes, detect_format, read_head
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ class OrtSession(Session):
     """An onnxruntime.InferenceSession behind the Session API. ``run`` is thread-safe (ORT's own guarantee)."""
 
     backend = "onnxruntime"
+    option_specs = {"trt_fp16": Option(bool, False, "let the TensorRT EP pick FP16 kernels (device='tensorrt')"),
+                    "trt_cache": Option((str, Path), None, "folder for the TensorRT EP's engine and timing caches")}
     _in: list[TensorSpec] | None = None
     _out: list[TensorSpec] | None = None
 
@@ -178,3 +180,10 @@ class OrtSession(Session):
         if self._out is None:
             self.load()
         return list(self._out or [])
+
+
+def doctor_detail() -> str:
+    """For `edgesdk doctor`: the execution providers this onnxruntime offers."""
+    import onnxruntime
+
+    return "providers: " + ", ".join(onnxruntime.get_available_providers())

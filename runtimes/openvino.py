@@ -17,7 +17,7 @@ import numpy as np
 
 from edgesdk.errors import ArtifactError, BackendUnavailableError, InferenceError, InputError
 
-from .base import Session, TensorSpec
+from .base import Option, Session, TensorSpec
 from .formats import describe_bytes, detect_format, read_head
 from .pool import Pool
 
@@ -43,6 +43,7 @@ class OpenVINOSession(Session):
     """An OpenVINO compiled model; thread-safe through a pool of infer requests (one per concurrent caller)."""
 
     backend = "openvino"
+    option_specs = {"precision": Option(str, "fp32", "inference precision: fp32, bf16 or fp16")}
     _in: list[TensorSpec] | None = None
     _out: list[TensorSpec] | None = None
 
@@ -121,3 +122,10 @@ class OpenVINOSession(Session):
         if self._out is None:
             self.load()
         return list(self._out or [])
+
+
+def doctor_detail() -> str:
+    """For `edgesdk doctor`: the devices OpenVINO sees."""
+    import openvino as ov
+
+    return "devices: " + ", ".join(ov.Core().available_devices)

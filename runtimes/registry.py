@@ -1,11 +1,14 @@
-"""Backend registry: name -> "module:Class" strings, imported on first use.
+"""Backend registry: one record per backend, the single source for loading, ``doctor``, CLI choices, recipe
+validation and install hints. Entries are "module:Class" strings, imported on first use.
 
-Adding a backend means one file and one line here.
+Adding a backend means one file and one ``register_backend(BackendRecord(...))`` line here (or in your own
+package: the record is all edgesdk needs).
 
 Example::
 
     sess = load("out/")                      # an artifact dir: the first artifact a backend here can run
     sess = load("model.onnx", backend="onnxruntime", threads=2)
+    [b.name for b in backends_for("onnx")]   # ['onnxruntime', 'openvino']
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +25,82 @@ from edgesdk.errors import ArtifactError, BackendUnavailableError, EdgeSDKError
 from .base import Session
 from .formats import detect_format
 
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "edgesdk.runtimes.onnxruntime:OrtSession",
-    "torch": "edgesdk.runtimes.torch:TorchSession",
-    "openvino": "edgesdk.runtimes.openvino:OpenVINOSession",
-    "litert": "edgesdk.runtimes.litert:LiteRTSession",
-    "tensorrt": "edgesdk.runtimes.tensorrt:TensorRTSession",
-}
-# The Python package each backend needs, and how to install it.
-REQUIRES: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("onnxruntime", "pip install 'edgesdk[onnx]'"),
-    "torch": ("torch", "pip install 'edgesdk[compress]'"),
-    "openvino": ("openvino", "pip install 'edgesdk[openvino]'"),
-    "litert": ("ai_edge_litert", "pip install 'edgesdk[tflite]'"),
-    "tensorrt": ("tensorrt", "pip install 'edgesdk[tensorrt]' --extra-index-url https://pypi.nvidia.com"),
-}
-# Which backends can run each file format, in order of preference.
-FORMAT_BACKENDS: dict[str, list[str]] = {"onnx": ["onnxruntime", "openvino"], "tflite": ["litert"],
-                                         "engine": ["tensorrt"], "openvino": ["openvino"]}
+
+@dataclass(frozen=True)
+class BackendRecord:
+    """Everything edgesdk knows about a backend without importing it."""
+
+    name: str
+    entry: str  # "module:Class" of its Session
+    package: str  # the import name that must be findable for it to be installed
+    formats: tuple[str, ...]  # file formats it runs (artifact formats: onnx, tflite, engine, openvino)
+    install: str  # the command that installs it
+    detail: str | None = None  # "module:function" returning a line for `doctor` (providers, devices, GPU)
+    verifies: bool = True  # compress may verify and time artifacts on it (torch is the reference, not a target)
+
+    def installed(self) -> bool:
+        """The package can be found here (cheap: nothing is imported)."""
+        return importlib.util.find_spec(self.package) is not None
+
+
+BACKENDS: dict[str, BackendRecord] = {}
+
+
+def register_backend(record: BackendRecord) -> BackendRecord:
+    """Add (or replace) a backend. For each format, backends registered earlier are preferred."""
+    BACKENDS[record.name] = record
+    return record
+
+
+for _r in (
+    BackendRecord("onnxruntime", "edgesdk.runtimes.onnxruntime:OrtSession", "onnxruntime", ("onnx",),
+                  "pip install 'edgesdk[onnx]'", "edgesdk.runtimes.onnxruntime:doctor_detail"),
+    BackendRecord("torch", "edgesdk.runtimes.torch:TorchSession", "torch", (), "pip install 'edgesdk[compress]'",
+                  verifies=False),
+    BackendRecord("openvino", "edgesdk.runtimes.openvino:OpenVINOSession", "openvino", ("onnx", "openvino"),
+                  "pip install 'edgesdk[openvino]'", "edgesdk.runtimes.openvino:doctor_detail"),
+    BackendRecord("litert", "edgesdk.runtimes.litert:LiteRTSession", "ai_edge_litert", ("tflite",),
+                  "pip install 'edgesdk[tflite]'"),
+    BackendRecord("tensorrt", "edgesdk.runtimes.tensorrt:TensorRTSession", "tensorrt", ("engine",),
+                  "pip install 'edgesdk[tensorrt]' --extra-index-url https://pypi.nvidia.com",
+                  "edgesdk.runtimes.tensorrt:doctor_detail"),
+):
+    register_backend(_r)
+
+
+def record(name: str) -> BackendRecord:
+    """The record of a backend name; an unknown name is an error listing the known ones."""
+    if name not in BACKENDS:
+        raise BackendUnavailableError(f"unknown backend {name!r}", expected=", ".join(BACKENDS), found=name)
+    return BACKENDS[name]
+
+
+def backend_names(*, verifying: bool = False) -> tuple[str, ...]:
+    """Every registered backend name (``verifying``: only those compress can verify artifacts on)."""
+    return tuple(n for n, r in BACKENDS.items() if r.verifies or not verifying)
+
+
+def format_backends(fmt: Any) -> list[str]:
+    """The backends that run files of ``fmt``, in order of preference (registration order)."""
+    return [n for n, r in BACKENDS.items() if fmt in r.formats]
+
+
+def install_hint(name: str) -> str:
+    return record(name).install
 
 
 def backend_installed(backend: str) -> bool:
     """True when the Python package a backend needs can be imported here (cheap: no import)."""
-    module = REQUIRES[backend][0]
-    return importlib.util.find_spec(module) is not None
-
-
-_installed = backend_installed
+    return record(backend).installed()
 
 
 def backend_class(name: str) -> type[Session]:
     """Import and return the Session class for a backend name."""
-    if name not in BACKENDS:
-        raise BackendUnavailableError(f"unknown backend {name!r}", expected=", ".join(sorted(BACKENDS)), found=name)
-    if not _installed(name):
-        raise BackendUnavailableError(f"the {name} backend is not installed", found=f"no module {REQUIRES[name][0]}",
-                                      hint=REQUIRES[name][1])
-    module, _, cls = BACKENDS[name].partition(":")
+    rec = record(name)
+    if not rec.installed():
+        raise BackendUnavailableError(f"the {name} backend is not installed", found=f"no module {rec.package}",
+                                      hint=rec.install)
+    module, _, cls = rec.entry.partition(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -77,13 +120,13 @@ def _inside(root: Path, rel: Any, manifest: Path) -> Path:
 def unrunnable_reason(fmt: Any, backend: str = "auto") -> str | None:
     """Why no backend here can run files of format ``fmt`` (None when one can): ``backend`` names one, or
     "auto" takes any installed backend for the format."""
-    candidates = FORMAT_BACKENDS.get(fmt, [])
+    candidates = format_backends(fmt)
     if backend != "auto":
         return None if backend in candidates else f"the {backend} backend cannot run {fmt} files"
     if not candidates:
         return f"no runtime backend for {fmt} files"
-    if not any(_installed(b) for b in candidates):
-        return f"not installed here: {REQUIRES[candidates[0]][1]}"
+    if not any(backend_installed(b) for b in candidates):
+        return f"not installed here: {install_hint(candidates[0])}"
     return None
 
 
@@ -165,17 +208,17 @@ def load(path: str | Path, backend: str = "auto", threads: int | None = None, de
         p = _from_dir(p, artifact, backend)
     fmt = detect_format(p)
     if backend == "auto":
-        candidates = FORMAT_BACKENDS.get(fmt, [])
-        usable = [b for b in candidates if _installed(b)]
+        candidates = format_backends(fmt)
+        usable = [b for b in candidates if backend_installed(b)]
         if not usable:
             if candidates:
                 raise BackendUnavailableError(f"no backend installed for {fmt} files like {p.name}",
-                                              hint=REQUIRES[candidates[0]][1])
+                                              hint=install_hint(candidates[0]))
             raise BackendUnavailableError(f"no backend can run {fmt} files like {p.name}",
                                           hint="see `edgesdk doctor`")
         backend = usable[0]
     cls = backend_class(backend)
-    if fmt not in FORMAT_BACKENDS or backend not in FORMAT_BACKENDS.get(fmt, []):
+    if backend not in format_backends(fmt):
         if backend != "torch":
             raise ArtifactError(f"{p} is a {fmt} file; the {backend} backend cannot run it",
                                 expected=f"a file for {backend}",
@@ -195,42 +238,22 @@ def load(path: str | Path, backend: str = "auto", threads: int | None = None, de
                             hint="the file may be truncated or corrupt; re-export it") from e
 
 
-def _ort_detail() -> str:
-    import onnxruntime
-
-    return "providers: " + ", ".join(onnxruntime.get_available_providers())
-
-
-def _ov_detail() -> str:
-    import openvino
-
-    return "devices: " + ", ".join(openvino.Core().available_devices)
-
-
-def _trt_detail() -> str:
-    from .tensorrt import gpu_identity
-
-    gpu = gpu_identity()
-    return f"GPU: {gpu['gpu']} (compute capability {gpu['compute_capability']})"
-
-
-_DETAILS = {"onnxruntime": _ort_detail, "openvino": _ov_detail, "tensorrt": _trt_detail}
-
-
 def backend_status() -> list[dict[str, Any]]:
     """One dict per backend: name, available, version, detail (providers...), install command."""
     out = []
-    for name in BACKENDS:
-        pkg, install = REQUIRES[name]
-        row: dict[str, Any] = {"name": name, "available": False, "version": None, "detail": None, "install": install}
-        if _installed(name):
+    for name, rec in BACKENDS.items():
+        row: dict[str, Any] = {"name": name, "available": False, "version": None, "detail": None,
+                               "install": rec.install, "formats": list(rec.formats)}
+        if rec.installed():
             try:
-                row["version"] = importlib.metadata.version(pkg)
+                row["version"] = importlib.metadata.version(rec.package.replace("_", "-"))
             except importlib.metadata.PackageNotFoundError:
                 row["version"] = None
             row["available"] = True
             try:
-                row["detail"] = _DETAILS[name]() if name in _DETAILS else None
+                if rec.detail:
+                    module, _, fn = rec.detail.partition(":")
+                    row["detail"] = getattr(importlib.import_module(module), fn)()
             except (ImportError, OSError, RuntimeError, EdgeSDKError) as e:
                 what = e.what if isinstance(e, EdgeSDKError) else f"import failed: {e}"
                 row["available"], row["detail"] = False, what

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgesdk.errors import ArtifactError, BackendUnavailableError, FeedError, InferenceError
 
-from .base import Session, TensorSpec
+from .base import Option, Session, TensorSpec
 from .pool import Pool
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,9 @@ class TensorRTSession(Session):
     """Runs a serialized TensorRT engine. Options: ``cuda_graph``, ``rebuild``, ``max_contexts``."""
 
     backend = "tensorrt"
+    option_specs = {"cuda_graph": Option(bool, False, "capture and replay a CUDA graph per input shape"),
+                    "rebuild": Option(bool, False, "rebuild an engine made for another GPU/TensorRT from its ONNX"),
+                    "max_contexts": Option(int, None, "most execution contexts kept for concurrent runs")}
     _in: list[TensorSpec] | None = None
     _out: list[TensorSpec] | None = None
 
@@ -435,3 +438,9 @@ class TensorRTSession(Session):
         if self._out is None:
             self.load()
         return list(self._out or [])
+
+
+def doctor_detail() -> str:
+    """For `edgesdk doctor`: the GPU TensorRT would build for."""
+    gpu = gpu_identity()
+    return f"GPU: {gpu['gpu']} (compute capability {gpu['compute_capability']})"

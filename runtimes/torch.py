@@ -19,13 +19,15 @@ import numpy as np
 
 from edgesdk.errors import BackendUnavailableError, InputError
 
-from .base import Session, TensorSpec
+from .base import Option, Session, TensorSpec
 
 
 class TorchSession(Session):
     """Runs an ``nn.Module`` in eval mode under ``torch.inference_mode``; outputs become numpy arrays."""
 
     backend = "torch"
+    option_specs = {"precision": Option(str, "fp32", "fp32, or fp16/bf16 autocast on CUDA"),
+                    "cuda_graph": Option(bool, False, "capture and replay a CUDA graph per input shape (CUDA)")}
 
     def __init__(self, path: Any = None, **kwargs: Any) -> None:
         if path is not None:

@@ -45,15 +45,19 @@ def _reference(path: Path, manifest: dict[str, Any]) -> Any:
 def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: int | None = None,
                     batches: tuple[int, ...] = (1,), warmup: int = 10, iterations: int = 100,
                     duration_s: float | None = None, device: str = "auto",
-                    progress: Callable[[str], None] | None = None, **load_options: Any) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None, isolate: bool = False,
+                    rebuild: bool = False) -> dict[str, Any]:
     """Benchmark every artifact under ``paths`` at each batch size; return a report dict.
+
+    ``isolate`` probes each file in a child process first; ``rebuild`` rebuilds TensorRT engines made for
+    another GPU or TensorRT release from their ONNX.
 
     For an artifact directory, every file is checked against the manifest's sha256 first, and
     when compress stored a reference set, each artifact's parity and accuracy are re-checked on
     this device (``device_check`` in each result row). Artifacts no backend here can run are
     listed under ``skipped`` instead of failing the whole run.
     """
-    from edgesdk.runtimes import benchmark, load
+    from edgesdk.runtimes import benchmark, detect_format, load
     from edgesdk.runtimes.fingerprint import device_fingerprint
     from edgesdk.runtimes.registry import unrunnable_reason, verify_entry
 
@@ -83,7 +87,8 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
         else:
             todo, ref, metric, sizes = [(p, {})], None, None, {}
         for file, entry in todo:
-            with load(file, backend=backend, threads=threads, device=device, **load_options) as sess:
+            engine = {"rebuild": True} if rebuild and detect_format(file) == "engine" else {}
+            with load(file, backend=backend, threads=threads, device=device, isolate=isolate, **engine) as sess:
                 check = None
                 if ref is not None and entry:
                     if progress:

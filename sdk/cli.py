@@ -402,7 +402,7 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: 
     batches = tuple(dict.fromkeys(_batches(batch_text)))  # 1,1,8 -> 1,8: one row per batch size
     report = benchmark_paths(list(paths), backend=backend, threads=threads, batches=batches,
                              warmup=warmup, iterations=iterations, duration_s=duration_s, device=device,
-                             progress=_say(ctx), isolate=not no_isolate, **({"rebuild": True} if rebuild else {}))
+                             progress=_say(ctx), isolate=not no_isolate, rebuild=rebuild)
     _emit_report(report, as_json)  # printed first: a failing -o write must not lose the measurements
     if output:
         _save(output, lambda p: write_json(p, report))

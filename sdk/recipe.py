@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from .errors import InputError
 
@@ -37,7 +37,14 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANT_TARGETS = ("auto", "cpu", "tensorrt")
 PRUNE_METHODS = ("channel", "unstructured", "2:4")
 PRUNE_IMPORTANCES = ("l1", "l2", "bn", "taylor")
-BACKENDS = ("auto", "onnxruntime", "openvino", "litert", "tensorrt")
+
+
+def backend_choices() -> tuple[str, ...]:
+    """"auto" and every backend compress can verify on, read from the runtime registry (the single source)."""
+    from edgesdk.runtimes.registry import backend_names
+
+    return ("auto", *backend_names(verifying=True))
+
 TRT_HARDWARE_COMPATIBILITY = ("none", "ampere_plus")
 
 
@@ -454,9 +461,9 @@ _BOUNDS: dict[str, _Bound] = {
     "tensorrt.optimization_level": _Bound(0, 5),
 }
 # section.field -> (what one value is called, the allowed values)
-_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+_CHOICES: dict[str, tuple[str, "tuple[str, ...] | Callable[[], tuple[str, ...]]"]] = {
     "targets": ("target", KNOWN_TARGETS), "export.exporter": ("exporter", EXPORTERS),
-    "benchmark.backends": ("backend", BACKENDS), "quantize.mode": ("quantize mode", QUANT_MODES),
+    "benchmark.backends": ("backend", backend_choices), "quantize.mode": ("quantize mode", QUANT_MODES),
     "quantize.calib_method": ("calibration method", CALIB_METHODS),
     "quantize.target": ("quantization target", QUANT_TARGETS), "prune.method": ("pruning method", PRUNE_METHODS),
     "prune.importance": ("pruning importance", PRUNE_IMPORTANCES),
@@ -589,6 +596,7 @@ def _check_value(where: str, value: Any) -> None:
                          found="nothing", hint=_HINTS.get(where))
     if where in _CHOICES:
         noun, allowed = _CHOICES[where]
+        allowed = allowed() if callable(allowed) else allowed
         bad = [v for v in items if v not in allowed]
         if bad:
             raise InputError(f"unknown {noun} {', '.join(map(repr, bad))} in {where}",
@@ -605,4 +613,7 @@ def _check_value(where: str, value: Any) -> None:
 
 
 def _describe_choices(where: str) -> str | None:
-    return " | ".join(_CHOICES[where][1]) if where in _CHOICES else None
+    if where not in _CHOICES:
+        return None
+    allowed = _CHOICES[where][1]
+    return " | ".join(allowed() if callable(allowed) else allowed)

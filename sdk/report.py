@@ -232,11 +232,11 @@ _PERCENT_METRICS = {"top1", "top5", "cer", "miou", "multilabel_f1", "multilabel_
 def _batch1_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per artifact, its batch-1 result row on the default backend of its format (onnxruntime for ONNX, even
     when OpenVINO timed it too); a backend not in that format's list ranks after, then report order."""
-    from edgesdk.runtimes.registry import FORMAT_BACKENDS
+    from edgesdk.runtimes.registry import format_backends
 
     def rank(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
         i, r = item
-        order = FORMAT_BACKENDS.get(str(r.get("format")), [])
+        order = format_backends(str(r.get("format")))
         return (order.index(r["backend"]) if r.get("backend") in order else len(order), i)
 
     timed = [(i, r) for i, r in enumerate(report.get("results") or [])
@@ -252,7 +252,7 @@ def steps_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     stage time when the artifacts record ``meta.stage_time_s``.
 
     The p50 is the artifact's batch-1 row on the default backend of its format (the first of
-    ``FORMAT_BACKENDS``: onnxruntime for ONNX even when OpenVINO timed it too), named in the cell, e.g.
+    ``format_backends``: onnxruntime for ONNX even when OpenVINO timed it too), named in the cell, e.g.
     ``0.212 (onnxruntime)``. Empty when the report has fewer than two artifacts. The ``status`` key is the
     artifact status (``ok`` or why not) so views can highlight it.
 

@@ -249,14 +249,14 @@ class CompressRun:
 
     def _check_runtime_targets(self, ctx: StageContext) -> None:
         """Targets that are a runtime over the ONNX artifacts (openvino): skipped with the install command."""
-        from edgesdk.runtimes.registry import REQUIRES, backend_installed
+        from edgesdk.runtimes.registry import backend_installed, install_hint
 
         if "openvino" in self.recipe.targets:
             ok = backend_installed("openvino")
             ctx.target("openvino", "ok" if ok else "skipped", None if ok else "openvino is not installed on this machine",
-                       None if ok else REQUIRES["openvino"][1])
+                       None if ok else install_hint("openvino"))
             if not ok:
-                self.say(f"openvino: skipped - not installed ({REQUIRES['openvino'][1]})")
+                self.say(f"openvino: skipped - not installed ({install_hint('openvino')})")
 
     # -- the gate ---------------------------------------------------------------------------------------------
     def check(self, art: Artifact, ctx: StageContext) -> bool | None:
@@ -336,9 +336,9 @@ class CompressRun:
     def backends_for(self, art: Artifact) -> list[str]:
         """The recipe's backends that can run this artifact's format ("auto" = the default one); none is an
         input error, since every artifact is verified."""
-        from edgesdk.runtimes.registry import FORMAT_BACKENDS, backend_installed
+        from edgesdk.runtimes.registry import backend_installed, format_backends
 
-        runnable = FORMAT_BACKENDS.get(art.format, [])
+        runnable = format_backends(art.format)
         wanted = list(self.recipe.benchmark.backends)
         if "openvino" in self.recipe.targets and backend_installed("openvino"):  # the target = OpenVINO runs ONNX
             wanted.append("openvino")

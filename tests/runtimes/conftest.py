@@ -8,6 +8,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgesdk.runtimes.registry import BackendRecord, register_backend
+
+# A backend from outside edgesdk, added through the registry alone (see toy_backend.py). It is registered
+# after the real ones, so it is never preferred for a format; it only runs when asked for by name.
+TOY = register_backend(BackendRecord("toy-numpy", "tests.runtimes.toy_backend:NumpySession", "numpy", ("onnx",),
+                                     "it ships with the tests"))
+
 
 def mlp_model(path: Path, seed: int = 0) -> Path:
     """x: float32[batch, 4] -> MatMul(4x8) + Add -> Relu -> MatMul(8x3) -> y: float32[batch, 3]."""
