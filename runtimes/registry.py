@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,19 +103,6 @@ def backend_class(name: str) -> type[Session]:
     return getattr(importlib.import_module(module), cls)
 
 
-def _inside(root: Path, rel: Any, manifest: Path) -> Path:
-    """``root / rel`` when it stays inside ``root`` (no absolute paths, no ``..``, no symlink out)."""
-    if not isinstance(rel, str) or not rel:
-        raise ArtifactError(f"{manifest} lists an artifact without a file path", found=repr(rel),
-                            hint="the manifest is damaged; copy the directory again or re-run `edgesdk compress`")
-    file = root / rel
-    if Path(rel).is_absolute() or not file.resolve().is_relative_to(root.resolve()):
-        raise ArtifactError(f"{manifest} points outside its directory: {rel!r}; refusing to open it",
-                            expected="paths relative to the artifact directory",
-                            hint="artifact directories are self-contained; this manifest was edited or crafted")
-    return file
-
-
 def unrunnable_reason(fmt: Any, backend: str = "auto") -> str | None:
     """Why no backend here can run files of format ``fmt`` (None when one can): ``backend`` names one, or
     "auto" takes any installed backend for the format."""
@@ -130,57 +116,13 @@ def unrunnable_reason(fmt: Any, backend: str = "auto") -> str | None:
     return None
 
 
-def verify_entry(root: Path, entry: dict[str, Any]) -> Path:
-    """The artifact file of a manifest entry, after checking that it (and any ONNX external-data file it
-    lists) lies inside the directory and still has the recorded sha256."""
-    from edgesdk.atomic import sha256_file
-
-    manifest = root / "manifest.json"
-    if not isinstance(entry, dict):
-        raise ArtifactError(f"{manifest} has an artifact entry that is not an object", found=repr(entry)[:100])
-    file = _inside(root, entry.get("path"), manifest)
-    listed = entry.get("external_data") or []
-    if entry.get("format") == "onnx" and file.is_file():
-        from .safety import external_data_files
-
-        covered = {str(Path(x.get("path", ""))) for x in listed if isinstance(x, dict)}
-        for rel in external_data_files(file):
-            if str((file.parent / rel).relative_to(root)) not in covered:
-                raise ArtifactError(f"{file} keeps weights in {rel}, which {manifest} does not list with a sha256; "
-                                    "refusing to run unverified weights",
-                                    hint="re-run `edgesdk compress` (it records every weights file)")
-    for side in [{"path": entry.get("path"), "sha256": entry.get("sha256")}, *listed]:
-        if not isinstance(side, dict):
-            raise ArtifactError(f"{manifest} has a malformed external_data entry", found=repr(side)[:100])
-        f = _inside(root, side.get("path"), manifest)
-        if not f.is_file():
-            raise ArtifactError(f"{f} is listed in {manifest} but missing",
-                                hint="copy the whole artifact directory, or re-run `edgesdk compress`")
-        want = side.get("sha256")
-        if not want:
-            raise ArtifactError(f"{manifest} records no sha256 for {side.get('path')}; refusing to run an unverified "
-                                "file", hint="re-run `edgesdk compress`, which records one for every file")
-        got = sha256_file(f)
-        if got != want:
-            raise ArtifactError(f"{f} changed since the manifest was written; refusing to run it",
-                                expected=f"sha256 {want}", found=f"sha256 {got} ({f.stat().st_size} bytes)",
-                                hint="copy the directory again (a partial copy or a Git LFS pointer?) or re-run "
-                                     "compress")
-    return file
-
-
 def _from_dir(path: Path, artifact: str | None, backend: str = "auto") -> Path:
-    manifest = path / "manifest.json"
-    if not manifest.is_file():
-        raise ArtifactError(f"{path} is a directory without manifest.json",
-                            expected="a model file, or a directory written by `edgesdk compress`")
-    try:
-        entries = json.loads(manifest.read_text()).get("artifacts", [])
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise ArtifactError(f"{manifest} is not a valid edgesdk manifest", found=str(e)) from e
-    entries = [e for e in entries if isinstance(e, dict)]
-    names = [e.get("name") for e in entries]
+    """The artifact of a directory to load: the named one, else the first a backend here can run; its files
+    verified against the manifest (edgesdk.manifest)."""
+    from edgesdk.manifest import read_manifest, verify_entry
 
+    entries = [e for e in read_manifest(path)["artifacts"] if isinstance(e, dict)]
+    names = [e.get("name") for e in entries]
     for e in entries:
         if artifact is not None and e.get("name") != artifact:
             continue

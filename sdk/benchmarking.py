@@ -7,7 +7,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,28 +14,12 @@ from .errors import ArtifactError, FeedError
 from .report import build_report
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    manifest = path / "manifest.json"
-    if not manifest.is_file():
-        raise ArtifactError(f"{path} is a directory without manifest.json",
-                            expected="an artifact file or a directory written by `edgesdk compress`",
-                            hint="pass the model file itself, or the -o directory of compress")
-    try:
-        data = json.loads(manifest.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{manifest} is not valid JSON", found=str(e)) from e
-    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
-        raise ArtifactError(f"{manifest} is not an edgesdk manifest", expected="an object with an 'artifacts' list")
-    return data
-
-
 def _reference(path: Path, manifest: dict[str, Any]) -> Any:
     """The directory's reference set, after checking its sha256; None when compress stored none."""
     info = manifest.get("reference")
     if not info:
         return None
-    from edgesdk.runtimes.registry import verify_entry
-
+    from .manifest import verify_entry
     from .reference import load_reference_set
 
     return load_reference_set(verify_entry(path, info))
@@ -59,7 +42,9 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
     """
     from edgesdk.runtimes import benchmark, detect_format, load
     from edgesdk.runtimes.fingerprint import device_fingerprint
-    from edgesdk.runtimes.registry import unrunnable_reason, verify_entry
+    from edgesdk.runtimes.registry import unrunnable_reason
+
+    from .manifest import read_manifest, verify_entry
 
     from .reference import check_artifact
 
@@ -68,7 +53,7 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
     skipped: list[dict[str, Any]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            manifest = _read_manifest(p)
+            manifest = read_manifest(p)
             entries = manifest["artifacts"]
             todo = []
             for e in entries:

@@ -48,9 +48,10 @@ class Model:
         self.session: Session = load(root, **load_kwargs)  # checks every file's sha256 against the manifest
         self.max_batch = max_batch
         self.sha256 = None
-        manifest = root / "manifest.json"
-        if root.is_dir() and manifest.is_file():
-            entries = json.loads(manifest.read_text()).get("artifacts", [])
+        if root.is_dir():
+            from edgesdk.manifest import read_manifest
+
+            entries = [e for e in read_manifest(root)["artifacts"] if isinstance(e, dict)]
             mine = [e for e in entries if self.session.path and root / e.get("path", "") == self.session.path]
             self.sha256 = mine[0].get("sha256") if mine else None
         if self.sha256 is None and self.session.path is not None:
