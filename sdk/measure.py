@@ -44,16 +44,20 @@ def benchmark_artifacts(run: Any, artifacts: list[Any]) -> list[dict[str, Any]]:
 
 
 def slower_than_parent(artifacts: list[Any], results: list[dict[str, Any]]) -> list[str]:
-    """Say when a compressed artifact runs slower than the float artifact it stands in for (INT8 that does
-    not pay): a quantized ONNX against its parent, a quantized TFLite against the float TFLite."""
+    """Say when a compressed artifact runs slower than what it stands in for (INT8 that does not pay): the
+    artifact its stage record names in ``compare_with`` (its parent, or the float TFLite of the same model)."""
+    from .pipeline import STAGES
+
     p50 = {(r["artifact"], r.get("backend"), r["batch"]): r["latency_ms"]["p50"] for r in results}
-    float_tflite = {a.meta.get("reference"): a.name for a in artifacts if a.stage == "export_tflite"}
     msgs = []
     for art in artifacts:
-        base = art.parent if art.stage == "quantize_onnx" else (
-            float_tflite.get(art.meta.get("reference")) if art.stage == "quantize_tflite" else None)
-        if base is None:
+        rec = STAGES.get(art.stage)
+        want = rec.compare_with if rec is not None else None
+        if want is None:
             continue
+        base = art.parent if want == "parent" else next(
+            (a.name for a in artifacts if a.stage == want and a.meta.get("reference") == art.meta.get("reference")),
+            None)
         for (name, backend, batch), t in p50.items():
             parent_t = p50.get((base, backend, batch))
             if name == art.name and parent_t is not None and t > parent_t * 1.05:

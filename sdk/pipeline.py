@@ -1,13 +1,16 @@
-"""Artifacts and stages.
+"""Artifacts and stages: the contracts every stage keeps.
 
-A stage takes the model context and the previous artifact, writes its own
-file(s) under the staging directory and returns a new :class:`Artifact`.
-Stages are registered by name in ``STAGES`` (a dict, not an if/elif chain).
+A stage is ``stage(parent, ctx) -> Artifact | None``: it transforms ``parent`` (the artifact it
+``takes``, chosen by the runner from what the run made so far), writes only its own file(s) under
+``ctx.workdir`` and returns a new :class:`Artifact` (None: a target it could not deliver, recorded in
+``ctx.targets``). No stage runs another. Each stage registers a :class:`StageRecord`: its name, the
+progress text, what it takes and yields, and what it must beat on speed.
 
 Example::
 
-    @register_stage("export_onnx")
-    def export_onnx_stage(ctx: StageContext, parent: Artifact | None) -> Artifact: ...
+    @register_stage("quantize_onnx", text="quantizing the ONNX model", takes="onnx", yields="onnx",
+                    compare_with="parent")
+    def quantize_onnx_stage(parent: Artifact, ctx: StageContext) -> Artifact: ...
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Artifact:
-    """One file produced by a stage, with everything the manifest records about it."""
+    """One file produced by a stage, with everything the manifest records about it. A PyTorch artifact
+    (a pruned model) carries its ``module`` for the stages after it; the manifest never holds it."""
 
     name: str
     path: Path
@@ -38,6 +42,7 @@ class Artifact:
     parent: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
+    module: Any = field(default=None, repr=False, compare=False)
 
     def to_manifest(self, root: Path) -> dict[str, Any]:
         """The manifest entry; paths are relative to the output dir. ONNX weights kept in side files
@@ -74,12 +79,10 @@ def _quiet(_msg: str) -> None:
 
 @dataclass
 class StageContext:
-    """What every stage can read, by name: the model, inputs, recipe, the staging dir and the run's services.
+    """What every stage can read, by name: the original model, inputs, recipe, the staging dir and the run's
+    services. ``targets`` is where a stage records a target it could not deliver, and why."""
 
-    ``model``/``variant``/``reference`` follow the latest PyTorch model (the pruned one after ``prune``);
-    ``targets`` is where a stage records a target it could not deliver, and why."""
-
-    model: Any
+    model: Any  # the original model (a stage that takes "model" gets the latest pruned one as its parent)
     example_inputs: dict[str, Any]  # torch tensors in forward()'s order
     recipe: Any
     workdir: Path
@@ -95,8 +98,6 @@ class StageContext:
     recovery_hook: Callable[..., Any] | None = None
     budget: Any = None  # an AccuracyBudget wrapping the quantize stage
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    variant: str = ""  # file-name infix of the current model's exports ("" or ".pruned")
-    reference: str = "pytorch"  # the name of the current PyTorch model in ``models``
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # input -> axis -> symbol
     auto_axes: frozenset = frozenset()  # (input, axis) the model may fix (token sequences by default)
 
@@ -104,61 +105,81 @@ class StageContext:
         """Record what became of a target (ok, skipped, failed) for the manifest and the report."""
         self.targets[name] = {"status": status, "reason": reason, "install": install}
 
+    def pytorch(self, parent: Artifact | None) -> tuple[Any, str, str]:
+        """(the PyTorch model a "model" stage exports, its name in ``models``, the file-name infix): the
+        pruned model when ``parent`` is one, else the original."""
+        if parent is not None and parent.format == "torch" and parent.module is not None:
+            return parent.module, parent.meta.get("reference", "pytorch.pruned"), ".pruned"
+        return self.model, "pytorch", ""
+
 
 class Stage(Protocol):
-    def __call__(self, ctx: StageContext, parent: Artifact | None) -> Artifact | None: ...
+    def __call__(self, parent: Artifact | None, ctx: StageContext) -> Artifact | None: ...
 
 
-STAGES: dict[str, Stage] = {}
+@dataclass(frozen=True)
+class StageRecord:
+    """A registered stage: ``takes`` "model" (the latest PyTorch model: the original or a pruned one) or a
+    format, optionally with a precision ("onnx:fp32"); ``compare_with`` names what the artifact must be
+    faster than ("parent", or the stage whose artifact of the same model it replaces)."""
+
+    name: str
+    fn: Stage
+    text: str
+    takes: str
+    yields: str
+    compare_with: str | None = None
+    picker: Callable[[list[Artifact], "StageContext"], Artifact | None] | None = None  # when ``takes`` depends
+
+    def pick(self, made: list[Artifact], ctx: "StageContext") -> Artifact | None:
+        """The artifact this stage transforms: the latest one it takes, or None (the original model)."""
+        if self.picker is not None:
+            return self.picker(made, ctx)
+        fmt, _, precision = self.takes.partition(":")
+        fmt = "torch" if fmt == "model" else fmt
+        found = [a for a in made if a.format == fmt and (not precision or a.precision == precision)]
+        return found[-1] if found else None
 
 
-def register_stage(name: str) -> Callable[[Stage], Stage]:
-    """Decorator: make a stage available to recipes under ``name``."""
+STAGES: dict[str, StageRecord] = {}
+
+
+def register_stage(name: str, *, text: str, takes: str, yields: str, compare_with: str | None = None,
+                   picker: Callable[[list[Artifact], StageContext], Artifact | None] | None = None
+                   ) -> Callable[[Stage], Stage]:
+    """Decorator: make a stage available to recipes under ``name`` (see StageRecord)."""
 
     def deco(fn: Stage) -> Stage:
-        STAGES[name] = fn
+        STAGES[name] = StageRecord(name, fn, text, takes, yields, compare_with, picker)
         return fn
 
     return deco
 
 
-# what the progress line says while a stage runs (stages not listed show their name)
-STAGE_TEXT = {
-    "export_onnx": "exporting to ONNX", "prune": "pruning", "quantize_onnx": "quantizing the ONNX model",
-    "export_tflite": "exporting to TFLite", "quantize_tflite": "quantizing for TFLite",
-    "export_tensorrt": "building a TensorRT engine", "quantize_tensorrt": "building an INT8 TensorRT engine",
-}
-
-
 def run_stages(names: list[str], ctx: StageContext,
                on_artifact: Callable[[Artifact], bool | None] | None = None) -> list[Artifact]:
-    """Run stages in order; each gets the previous artifact. Times are recorded in ``meta``.
+    """Run stages in order; each gets the artifact its record takes. Times are recorded in ``meta``.
 
-    ``on_artifact`` sees each artifact as it is made; returning False drops it (its file is deleted) and
-    the next stage gets the previous artifact."""
-    artifacts: list[Artifact] = []
-    parent: Artifact | None = None
-    say = ctx.say
+    ``on_artifact`` sees each artifact as it is made; returning False drops it (its file is deleted)."""
     for name in names:
-        stage = STAGES.get(name)
-        if stage is None:
+        rec = STAGES.get(name)
+        if rec is None:
             from .errors import InputError
 
             raise InputError(f"unknown stage {name!r}", expected=", ".join(sorted(STAGES)), found=name)
-        # only these stages transform the artifact before them; the others start from PyTorch
-        src = f" (from {parent.name})" if parent is not None and name in ("export_onnx", "quantize_onnx") else ""
-        say(STAGE_TEXT.get(name, name) + src)
+        parent = rec.pick(ctx.artifacts, ctx)
+        ctx.say(rec.text + (f" (from {parent.name})" if parent is not None else ""))
         t0 = time.perf_counter()
-        art = stage(ctx, parent)
+        art = rec.fn(parent, ctx)
         if art is None:  # a target that failed or was skipped; the stage recorded why in ctx.targets
             continue
         art.stage = name
         art.meta.setdefault("stage_time_s", round(time.perf_counter() - t0, 3))
         log.info("stage %s -> %s (%.1fs)", name, art.path.name, art.meta["stage_time_s"])
+        if art.module is not None:
+            ctx.models[art.meta.get("reference", "pytorch.pruned")] = art.module
         if on_artifact is not None and on_artifact(art) is False:  # vetoed (a target that failed verification)
             art.path.unlink(missing_ok=True)
             continue
-        artifacts.append(art)
         ctx.artifacts.append(art)
-        parent = art
-    return artifacts
+    return list(ctx.artifacts)

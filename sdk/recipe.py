@@ -251,6 +251,8 @@ class Recipe:
             stages.append("quantize_onnx")
         if tensorrt:
             stages.append("export_tensorrt")
+            if self.quantize.mode == "int8" and self.quantize.target != "tensorrt":
+                stages.append("quantize_onnx_trt")  # the CPU INT8 uses uint8 activations; TensorRT needs symmetric
             if self.quantize.mode != "none":
                 stages.append("quantize_tensorrt")
         if tflite:

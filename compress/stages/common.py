@@ -1,0 +1,43 @@
+"""Helpers the stage modules share."""
+from __future__ import annotations
+
+from typing import Any
+
+from edgesdk.pipeline import StageContext
+
+# recipe quantize mode -> (file suffix, the precision the artifact records)
+SUFFIX = {"fp16": "fp16", "int8": "int8", "int8-dynamic": "int8dyn"}
+PRECISION = {"fp16": "fp16", "int8": "int8", "int8-dynamic": "int8"}
+
+
+def calib_inputs(ctx: StageContext) -> dict[str, Any] | None:
+    """The calibration arrays the quantizers take: model inputs only (no labels), capped at calib_samples."""
+    if not ctx.calib:
+        return None
+    n = ctx.recipe.quantize.calib_samples
+    return {k: ctx.calib[k][:n] for k in ctx.example_inputs}
+
+
+def target_failed(ctx: StageContext, target: str, status: str, err: Exception, install: str | None = None) -> None:
+    """Record a target that was skipped or failed, and say so; the other targets go on."""
+    from edgesdk.errors import EdgeSDKError
+
+    reason = err.format() if isinstance(err, EdgeSDKError) else f"{type(err).__name__}: {err}"
+    ctx.target(target, status, reason, install)
+    ctx.say(f"{target}: {status} - {reason.splitlines()[0]}" + (f" ({install})" if install else ""))
+
+
+def size_of(model: Any, example_inputs: dict[str, Any]) -> dict[str, Any]:
+    """Parameters and MACs of the PyTorch model behind an export (MACs need torch-pruning's counter)."""
+    try:
+        from edgesdk.compress.prune import count
+
+        macs, params = count(model, example_inputs)
+    except ImportError:
+        macs, params = None, sum(p.numel() for p in model.parameters())
+    return {"params": params, "macs": macs}
+
+
+def axes_meta(axes: dict[str, dict[int, str]]) -> dict[str, dict[str, str]]:
+    """input -> axis -> symbol with string keys (JSON)."""
+    return {n: {str(a): sym for a, sym in ax.items()} for n, ax in axes.items()}

@@ -1,0 +1,108 @@
+"""The prune stage: channel (or unstructured / 2:4) pruning of the original model, recovery by
+distillation, or the largest ratio of a range that keeps the accuracy budget."""
+from __future__ import annotations
+
+from typing import Any
+
+from edgesdk.pipeline import Artifact, StageContext, register_stage
+from edgesdk.progress import counter
+
+
+def _prune_and_recover(ctx: StageContext, ratio: float | None) -> tuple[Any, dict[str, Any]]:
+    import copy
+
+    from edgesdk.compress.prune import UNSTRUCTURED_NOTE, prune_model
+    from edgesdk.compress.recover import recover
+
+    p = ctx.recipe.prune
+    teacher = ctx.model
+    student = copy.deepcopy(teacher).eval()
+    # a keyword-call adapter holds the user's model as `model`: its module names gain that prefix
+    prefix = "model." if getattr(student, "edgesdk_keyword_call", False) else ""
+    info = prune_model(student, ctx.example_inputs, ratio=ratio, method=p.method, importance=p.importance,
+                       target_macs=p.target_macs, protect=tuple(prefix + n for n in p.protect), round_to=p.round_to,
+                       global_pruning=p.global_pruning, data=ctx.calib)
+    evaluate = ctx.evaluate
+    meta: dict[str, Any] = {"pruning": info.to_dict(), "params": info.params_after, "macs": info.macs_after,
+                            "accuracy_before_recovery": evaluate(student) if evaluate else None}
+    hook = ctx.recovery_hook
+    unchanged = p.method == "channel" and info.params_after == info.params_before
+    if unchanged:  # recovery would only move an unpruned model away from the original
+        meta["recovery"] = {"method": "none", "reason": "nothing was pruned"}
+        meta["warnings"] = [n for n in info.notes if n.startswith("nothing was pruned")] or [
+            "nothing was pruned; the pruned artifacts are the original model"]
+    elif p.recover and p.method == "channel" and (p.recover_steps > 0 or hook is not None):
+        ctx.say(f"recovering the pruned model ({'your hook' if hook else f'{p.recover_steps} distillation steps'})")
+        meta["recovery"] = recover(student, teacher, dict(ctx.calib or {}), list(ctx.example_inputs),
+                                   steps=p.recover_steps, lr=p.recover_lr, hook=hook, seed=ctx.recipe.parity.seed,
+                                   on_progress=counter(ctx.say))
+    elif p.method != "channel":
+        meta["recovery"] = {"method": "none", "reason": "recovery would refill the zeroed weights"}
+        meta["warnings"] = [UNSTRUCTURED_NOTE]
+    meta["accuracy_after_recovery"] = evaluate(student) if evaluate else None
+    return student, meta
+
+
+def _search_ratio(ctx: StageContext) -> tuple[Any, dict[str, Any]]:
+    """Largest ratio in [ratio, ratio_max] whose accuracy drop after recovery stays within the budget."""
+    from edgesdk.errors import InputError
+
+    p = ctx.recipe.prune
+    budget = p.max_accuracy_drop if p.max_accuracy_drop is not None else ctx.recipe.quantize.max_accuracy_drop
+    base = ctx.baseline_accuracy
+    if budget is None or base is None:
+        raise InputError("a pruning range needs an accuracy budget",
+                         expected="--prune LOW:HIGH with --max-accuracy-drop POINTS and labelled --eval-data",
+                         hint="or give a single ratio, e.g. --prune 0.5")
+    tries: list[dict[str, Any]] = []
+
+    def attempt(r: float) -> tuple[Any, dict[str, Any], bool]:
+        student, meta = _prune_and_recover(ctx, r)
+        drop = round(base - meta["accuracy_after_recovery"], 3)
+        ok = drop <= budget
+        tries.append({"ratio": r, "accuracy": meta["accuracy_after_recovery"], "drop": drop, "met": ok})
+        ctx.say(f"pruning ratio {r}: accuracy {meta['accuracy_after_recovery']:.2f}% (drop {drop:.2f}, "
+        f"budget {budget}) -> {'within budget' if ok else 'over budget'}")
+        return student, meta, ok
+
+    lo, hi = p.ratio, p.ratio_max
+    best = attempt(hi)
+    if not best[2]:
+        best = attempt(lo)
+        while best[2] and hi - lo > 0.02 and len(tries) < 5:  # bisect between lo (holds) and hi (fails)
+            mid = round((lo + hi) / 2, 3)
+            trial = attempt(mid)
+            if trial[2]:
+                lo, best = mid, trial
+            else:
+                hi = mid
+    student, meta, ok = best
+    meta["search"] = {"budget": budget, "tries": tries, "met": ok, "chosen": tries[-1]["ratio"] if not ok else
+                      max(t["ratio"] for t in tries if t["met"])}
+    return student, meta
+
+
+@register_stage("prune", text="pruning", takes="model", yields="torch")
+def prune_stage(parent: Artifact | None, ctx: StageContext) -> Artifact:
+    """Prune a copy of the original model, recover it, persist it without pickle; the artifact carries the
+    pruned module to the stages after it."""
+    from edgesdk.atomic import sha256_file
+    from edgesdk.binding import unwrap
+    from edgesdk.compress.prune import save_pruned
+
+    p = ctx.recipe.prune
+    if p.ratio_max is not None:
+        student, meta = _search_ratio(ctx)
+    else:
+        student, meta = _prune_and_recover(ctx, p.ratio)
+    weights, shapes = save_pruned(unwrap(student), ctx.workdir / "model.pruned")  # keys as the user's model has them
+    meta["shapes_file"] = {"path": shapes.name, "sha256": sha256_file(shapes)}
+    meta["reference"] = "pytorch.pruned"  # the name later stages and the reference set know it by
+    art = Artifact(name=weights.name, path=weights, format="torch", precision="fp32", parent="pytorch", meta=meta,
+                   module=student)
+    art.accuracy = meta["accuracy_after_recovery"]
+    if meta.get("search", {}).get("met") is False:
+        art.status = "budget_not_met"
+        meta["budget"] = {"shortfall": f"no ratio in [{p.ratio}, {p.ratio_max}] kept the accuracy drop within "
+                                       f"{meta['search']['budget']} points (tries: {meta['search']['tries']})"}
+    return art
