@@ -1,20 +1,6 @@
-"""edgesdk.compress: what changes the model (ONNX export now; pruning and quantization to come).
+"""edgesdk.compress: what changes the model: export (ONNX, TFLite), pruning and recovery, quantization and the
+accuracy budget, and the pipeline stages that wrap them (``edgesdk.compress.stages``).
 
-The package is also the one verb: ``edgesdk.compress(model, example_inputs, recipe, out_dir=...)``
-calls :func:`edgesdk.api.compress`, so the package name and the verb never shadow each other.
+The package is also the one verb, ``edgesdk.compress(model, example_inputs, recipe, out_dir=...)``; the root
+package makes it callable (see edgesdk/__init__.py), so nothing here imports the API.
 """
-from __future__ import annotations
-
-import sys
-import types
-from typing import Any
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from edgesdk.api import compress
-
-        return compress(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -144,7 +144,7 @@ class AccuracyBudget:
 
             base_excl = list(q.exclude)
             info, best = attempt(base_excl, dst)
-            best_info, best_excl, reasons = info, base_excl, {}
+            best_info, reasons = info, {}
             if not best["met"]:
                 ranking = self.rank(pre, dst, work)
                 candidates = [r for r in ranking if not set(r[0]) <= set(base_excl)]
@@ -156,7 +156,7 @@ class AccuracyBudget:
                     info, s = attempt(excl, trial)
                     if _better(s, best):
                         os.replace(trial, dst)
-                        best, best_info, best_excl = s, info, excl
+                        best, best_info = s, info
                         reasons = {node: f"{r[1]:.1f} dB of SQNR lost at {r[2]} (rank {i + 1} of {len(ranking)})"
                                    for i, r in enumerate(candidates[:k]) for node in r[0]}
                     if k == len(candidates):

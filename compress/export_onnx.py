@@ -264,7 +264,6 @@ def name_dims(model: Any, axes: Axes) -> Axes:
 
 
 def _param_bytes(model: Any) -> int:
-    import torch
 
     return sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
         b.numel() * b.element_size() for b in model.buffers())

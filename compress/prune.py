@@ -412,7 +412,6 @@ def save_pruned(model: Any, stem: str | Path) -> tuple[Path, Path]:
 def load_pruned(model: Any, stem: str | Path) -> Any:
     """Reshape a factory-built ``model`` to the recorded pruned shapes and load the weights."""
     import torch
-    from safetensors.torch import load_file
 
     stem = Path(stem)
     try:

@@ -12,10 +12,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import compress  # the subpackage is callable: edgesdk.compress(model, inputs, ...) runs the API verb
-from .errors import EdgeSDKError
+import sys
+import types
 
-__version__ = "0.1.0"
+from . import compress
+from .errors import EdgeSDKError
+from .version import __version__
+
+
+class _Verb(types.ModuleType):
+    """The ``edgesdk.compress`` package is also the verb: ``edgesdk.compress(model, inputs, ...)`` runs
+    :func:`edgesdk.api.compress`. Made callable here, at the top, so the package itself never imports the API."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .api import compress as run
+
+        return run(*args, **kwargs)
+
+
+sys.modules[compress.__name__].__class__ = _Verb
 __all__ = ["compress", "EdgeSDKError", "Recipe", "__version__"]
 
 

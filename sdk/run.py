@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .atomic import staged_output_dir, write_json
+from .atomic import staged_output_dir
 from .binding import InputBinding, bind_inputs, keyword_adapter
 from .dims import DynamicDims, parse_axes, resolve
 from .errors import BudgetError, EdgeSDKError, InputError, ParityError
@@ -73,7 +73,7 @@ class CompressRun:
 
     # -- the steps ---------------------------------------------------------------------------------------------
     def run(self) -> Result:
-        from .manifest import write_outputs
+        from .writer import write_outputs
 
         self.prepare()
         self.reference()
@@ -96,7 +96,7 @@ class CompressRun:
         """Check the model and inputs, bind them to forward() by name, choose the dynamic axes, load the data."""
         import torch
 
-        from edgesdk.compress import stages as _stages  # noqa: F401  (registers the stages)
+        import edgesdk.compress.stages  # noqa: F401  (registers the stages)
 
         from .atomic import check_output_path
 
@@ -188,7 +188,6 @@ class CompressRun:
 
     def reference(self) -> None:
         """The reference inputs (examples, data, generated; every dynamic size) and PyTorch's outputs on them."""
-        from edgesdk.runtimes.torch import TorchSession
 
         r = self.recipe
         batches = reference_batches(self.examples_np, self.roles, self.dims, data=self.calib_data,

@@ -13,7 +13,7 @@ _ENGINE_SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
 
 
 def _engine_settings(ctx: StageContext, onnx_art: Artifact, precision: str) -> Any:
-    from edgesdk.compress.export_tensorrt import EngineSettings, compute_profiles
+    from edgesdk.runtimes.tensorrt_build import EngineSettings, compute_profiles
 
     t, b = ctx.recipe.tensorrt, ctx.recipe.benchmark
     opt = max(b.batches)
@@ -30,7 +30,7 @@ def _engine_settings(ctx: StageContext, onnx_art: Artifact, precision: str) -> A
 def _engine(ctx: StageContext, onnx_art: Artifact, precision: str, target: str) -> Artifact | None:
     from edgesdk.errors import EdgeSDKError
 
-    from edgesdk.compress.export_tensorrt import build_engine, record_path, timing_cache_path
+    from edgesdk.runtimes.tensorrt_build import build_engine, record_path, timing_cache_path
 
     variant = ".pruned" if onnx_art.meta.get("reference", "pytorch") != "pytorch" else ""
     path = ctx.workdir / f"{onnx_art.path.name.split('.')[0]}{variant}{_ENGINE_SUFFIX[precision]}.engine"
@@ -54,7 +54,7 @@ def _engine(ctx: StageContext, onnx_art: Artifact, precision: str, target: str) 
 def _tensorrt_ready(ctx: StageContext, target: str) -> bool:
     from edgesdk.errors import BackendUnavailableError
 
-    from edgesdk.compress.export_tensorrt import available
+    from edgesdk.runtimes.tensorrt_build import available
     from edgesdk.runtimes.registry import install_hint
 
     if available():

@@ -22,7 +22,6 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
     model, reference, variant = ctx.pytorch(parent)
     suffix = "" if precision == "fp32" else f".{SUFFIX[precision]}"
     path = ctx.workdir / f"model{variant}{suffix}.tflite"
-    q = ctx.recipe.quantize
     calib = calib_inputs(ctx)
     try:
         info = export_tflite(model, ctx.example_inputs, path, precision=precision, calib=calib,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgesdk.compress.export_tensorrt import EngineSettings, compute_profiles, record_path
+from edgesdk.runtimes.tensorrt_build import EngineSettings, compute_profiles, record_path
 from edgesdk.errors import BackendUnavailableError, InputError
 from edgesdk.runtimes.tensorrt import check_compatibility
 
@@ -159,7 +158,7 @@ def test_recipe_tensorrt_section_and_flags():
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_build_run_and_parity(digits_artifacts, tmp_path, precision):
-    from edgesdk.compress.export_tensorrt import build_engine
+    from edgesdk.runtimes.tensorrt_build import build_engine
     from edgesdk.runtimes import load
 
     onnx_path = digits_artifacts / "model.onnx"
@@ -179,7 +178,7 @@ def test_engine_build_run_and_parity(digits_artifacts, tmp_path, precision):
 @pytest.mark.gpu
 @pytest.mark.tensorrt
 def test_incompatible_engine_is_refused_then_rebuilt(digits_artifacts, tmp_path):
-    from edgesdk.compress.export_tensorrt import build_engine
+    from edgesdk.runtimes.tensorrt_build import build_engine
     from edgesdk.errors import ArtifactError
     from edgesdk.runtimes import load
 
@@ -419,11 +418,13 @@ def _fake_trt(cudart, *, capturable=True):
 @pytest.fixture
 def fake_gpu(monkeypatch, tmp_path):
     from edgesdk.runtimes import tensorrt as backend
+    from edgesdk.runtimes import tensorrt_env
 
     cudart = FakeCudart()
     fakes = {"cudart": cudart, "trt": _fake_trt(cudart)}
-    monkeypatch.setattr(backend, "import_cudart", lambda: fakes["cudart"])
-    monkeypatch.setattr(backend, "import_tensorrt", lambda: fakes["trt"])
+    for module in (backend, tensorrt_env):  # the session and the GPU/platform helpers it calls
+        monkeypatch.setattr(module, "import_cudart", lambda: fakes["cudart"])
+        monkeypatch.setattr(module, "import_tensorrt", lambda: fakes["trt"])
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"engine")
     return fakes, engine
@@ -520,7 +521,7 @@ def test_graph_instantiate_works_with_both_cuda_python_signatures():
 def test_network_flags_follow_the_tensorrt_major_version():
     import types
 
-    from edgesdk.compress.export_tensorrt import _network_flags
+    from edgesdk.runtimes.tensorrt_build import _network_flags
 
     flags = types.SimpleNamespace(EXPLICIT_BATCH=0)
     assert _network_flags(types.SimpleNamespace(__version__="10.3.0.26", NetworkDefinitionCreationFlag=flags)) == 0
@@ -553,7 +554,7 @@ class _FakeConfig:
     (b"truncated", (), b""),
 ])
 def test_timing_cache_from_another_gpu_is_replaced_by_a_fresh_one(tmp_path, blob, refuse, attached):
-    from edgesdk.compress.export_tensorrt import _attach_timing_cache
+    from edgesdk.runtimes.tensorrt_build import _attach_timing_cache
 
     path = tmp_path / "model.timing.cache"
     if blob is not None:

@@ -81,7 +81,7 @@ def test_taylor_importance_with_data():
 
 
 def test_recovery_hook_is_called():
-    teacher, ex = build("Residual"), make_inputs("Residual", 1)
+    teacher = build("Residual")
     student = build("Residual")
     calls = []
     info = recover(student, teacher, {"x": np.zeros((4, 3, 16, 16), np.float32)}, ["x"],

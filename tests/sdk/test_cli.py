@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from edgesdk.atomic import sha256_file
 from edgesdk.cli import main
 from tests.conftest import DIGITS_MODEL
 
 
-def invoke(*args: str) -> "click.testing.Result":
+def invoke(*args: str) -> "Result":
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
@@ -30,7 +29,7 @@ def assert_clean_error(result, *needles: str, code: int | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def digits_run(digits_dir: Path, tmp_path_factory) -> tuple[Path, "click.testing.Result"]:
+def digits_run(digits_dir: Path, tmp_path_factory) -> tuple[Path, "Result"]:
     out = tmp_path_factory.mktemp("cli") / "out"
     res = invoke("compress", f"{DIGITS_MODEL}:build", "--weights", digits_dir / "weights.safetensors",
                  "--input", "x:1x1x8x8", "--calib", digits_dir / "calib.npz", "--eval-data",

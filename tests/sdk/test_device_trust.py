@@ -161,7 +161,7 @@ def test_compare_counts_regressions_from_zero_and_missing_checks(digits_artifact
 
 
 def test_merge_labels_a_jetson_by_its_board(digits_artifacts, tmp_path):
-    from edgesdk.report_merge import device_label
+    from edgesdk.report.merge import device_label
 
     jetson = {"jetson": {"model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3", "jetpack": "6.2"}}
     assert device_label(jetson) == "NVIDIA Jetson Orin Nano Developer Kit"

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from edgesdk.cli import main
 from edgesdk.report import CSV_COLUMNS, load_report, to_csv, write_report_views
-from edgesdk.report_html import to_html
+from edgesdk.report.html_view import to_html
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -207,7 +207,7 @@ def test_merge_puts_devices_side_by_side(report, tmp_path):
     merged = json.loads(out.read_text())
     labels = [d["label"] for d in merged["devices"]]
     assert len(labels) == 2 and labels[1] == "NVIDIA Jetson Orin Nano @orin-01"
-    from edgesdk.report_merge import device_label
+    from edgesdk.report.merge import device_label
 
     assert labels[0] == device_label(report["device"])  # this machine's CPU, whatever it is
     assert len(merged["rows"]) == len(report["results"])

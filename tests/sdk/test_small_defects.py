@@ -19,7 +19,7 @@ from edgesdk.atomic import clean_stale, path_too_long, staged_output_dir, write_
 from edgesdk.cli import main
 from edgesdk.errors import OutputWriteError
 from edgesdk.report import build_report, steps_rows, to_markdown
-from edgesdk.report_compare import (APART, NO_DISTRIBUTION, NOISY, REGRESSED, WITHIN_NOISE, compare_reports,
+from edgesdk.report.compare import (APART, NO_DISTRIBUTION, NOISY, REGRESSED, WITHIN_NOISE, compare_reports,
                                     compare_to_text, p50_interval)
 from edgesdk.runtimes.bench import MAX_SAMPLES, kept_samples, latency_stats, mean_ci, median_ci
 from tests.runtimes.conftest import mlp_model

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from edgesdk.errors import BackendUnavailableError, ExportError, InputError
-from edgesdk.runtimes.tensorrt import INSTALL, gpu_identity, host_platform, import_tensorrt
+from .tensorrt_env import INSTALL, gpu_identity, host_platform, import_tensorrt
 
 log = logging.getLogger(__name__)
 

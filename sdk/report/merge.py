@@ -18,9 +18,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from .atomic import json_text
-from .errors import InputError
-from .report import device_summary, fmt, load_report, write_csv
+from edgesdk.atomic import json_text
+from edgesdk.errors import InputError
+
+from .csv_view import write_csv
+from .model import load_report
+from .tables import device_summary, fmt
 
 MERGED_KIND = "edgesdk-merged-report"
 MERGED_SCHEMA_VERSION = 1
@@ -77,7 +80,7 @@ def merge_reports(paths: list[str | Path]) -> dict[str, Any]:
 
     One report is allowed (a one-column table); none is an error.
     """
-    from . import __version__
+    from edgesdk.version import __version__
 
     if not paths:
         raise InputError("no reports to merge", expected="one or more report.json files")
@@ -153,7 +156,7 @@ def merged_to_markdown(merged: dict[str, Any]) -> str:
 def merged_latency_chart(merged: dict[str, Any], figure_cls: Any) -> str | None:
     """Grouped bars: p50 per row (artifact | backend | precision | batch), one bar per device; log scale when
     the values span more than 20x. None when no cell has a p50."""
-    from .report_html import _colors, _rc, svg_of
+    from .charts import _colors, _rc, svg_of
 
     rows = [r for r in merged["rows"] if any(c and c.get("p50_ms") is not None for c in r["cells"].values())]
     if not rows:
@@ -187,7 +190,8 @@ def merged_latency_chart(merged: dict[str, Any], figure_cls: Any) -> str | None:
 
 def merged_to_html(merged: dict[str, Any]) -> str:
     """A self-contained HTML page with the device legend, a p50 chart per device and the side-by-side table."""
-    from .report_html import CHARTS_HINT, esc, html_table, matplotlib_figure, page
+    from .charts import CHARTS_HINT, matplotlib_figure
+    from .html_view import esc, html_table, page
 
     legend = "".join(f"<li><b>{esc(d['label'])}</b>: {esc(d['summary'])} (<code>{esc(d['source'])}</code>)</li>"
                      for d in merged["devices"])

@@ -5,7 +5,6 @@ main group without a traceback.
 """
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -26,8 +25,8 @@ class _DefaultShow(click.Group):
 def _write_or_print(text: str, output: str | None) -> None:
     """Print ``text``, or write it to ``output`` atomically; a failed write is an OutputWriteError (exit 5, like
     every other command's output), a path too long for the filesystem included."""
-    from .atomic import write_text
-    from .errors import OutputWriteError
+    from edgesdk.atomic import write_text
+    from edgesdk.errors import OutputWriteError
 
     if output:
         try:
@@ -55,7 +54,7 @@ def report() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def show(report_file: str, fmt_name: str | None, output: str | None, as_json: bool) -> None:
     """Print REPORT_FILE (a report.json or its directory) as Markdown, or write it as md/html/csv/json."""
-    from .report import format_for, load_report, render
+    from edgesdk.report import format_for, load_report, render
 
     fmt_name = "json" if as_json else fmt_name
     fmt_name = format_for(output, fmt_name) if output else (fmt_name or "md")
@@ -69,8 +68,8 @@ def show(report_file: str, fmt_name: str | None, output: str | None, as_json: bo
 @click.option("--format", "fmt_name", type=click.Choice(FORMATS), help="Override the format (default md).")
 def merge(report_files: tuple[str, ...], output: str | None, fmt_name: str | None) -> None:
     """Put reports from several devices side by side: rows = artifact/backend/precision/batch, columns = devices."""
-    from .report import format_for
-    from .report_merge import merge_reports, render_merged
+    from edgesdk.report import format_for
+    from edgesdk.report.merge import merge_reports, render_merged
 
     fmt_name = format_for(output, fmt_name) if output else (fmt_name or "md")
     _write_or_print(render_merged(merge_reports(list(report_files)), fmt_name), output)
@@ -87,9 +86,9 @@ def merge(report_files: tuple[str, ...], output: str | None, fmt_name: str | Non
 def compare(base_file: str, new_file: str, max_regression: str, max_accuracy_drop: float | None,
             as_json: bool) -> None:
     """Compare NEW_FILE against BASE_FILE; exit 1 when any matching row regressed, 2 on bad input."""
-    from .atomic import json_text
-    from .report import load_report
-    from .report_compare import compare_reports, compare_to_text, parse_threshold
+    from edgesdk.atomic import json_text
+    from edgesdk.report import load_report
+    from edgesdk.report.compare import compare_reports, compare_to_text, parse_threshold
 
     result: dict[str, Any] = compare_reports(load_report(base_file), load_report(new_file),
                                              max_regression=parse_threshold(max_regression),

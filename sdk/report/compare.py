@@ -28,9 +28,10 @@ import math
 
 from typing import Any, Callable
 
-from .errors import InputError
-from .report import device_summary, fmt, fmt_size
-from .report_merge import ROW_KEY
+from edgesdk.errors import InputError
+
+from .merge import ROW_KEY
+from .tables import device_summary, fmt, fmt_size
 
 REGRESSED, IMPROVED, OK = "REGRESSED", "improved", "ok"
 

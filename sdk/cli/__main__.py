@@ -1,0 +1,3 @@
+from edgesdk.cli import main
+
+main()

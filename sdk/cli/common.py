@@ -1,0 +1,63 @@
+"""What the command modules share: progress, flag parsing, writing outputs, printing reports."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from edgesdk.atomic import json_text
+from edgesdk.errors import InputError
+
+_NO_ISOLATE_HELP = ("Load the file in this process without first trying it in a child process (faster; only "
+                    "for files you trust: a crafted file can crash native parsers).")
+
+def _say(ctx: click.Context) -> Callable[[str], None]:
+    """Step progress on stderr (rich spinners on a terminal), silenced by --quiet; closed with the command."""
+    from edgesdk.progress import StepProgress
+
+    root = ctx.find_root()
+    say = root.obj.get("progress")
+    if say is None:
+        say = root.obj["progress"] = StepProgress(quiet=bool(root.obj.get("quiet")))
+        root.call_on_close(say.close)
+    return say
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise InputError(f"bad --batch value {text!r}", expected="comma-separated integers, e.g. 1,8,32",
+                         found=text) from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"bad --batch value {text!r}", expected="positive integers, e.g. 1,8,32", found=text)
+    return values
+
+def _save(path: str, write: Callable[[str], Any]) -> None:
+    """Run ``write(path)``; an OS error becomes one clear OutputWriteError (exit 5), not a traceback."""
+    from edgesdk.errors import OutputWriteError
+
+    try:
+        write(path)
+    except OSError as e:
+        raise OutputWriteError(f"cannot write {path}", found=f"{type(e).__name__}: {e.strerror or e}",
+                               hint="choose another path (its folder must be writable and not a file)") from e
+
+def _npz_bytes(arrays: dict[str, Any]) -> bytes:
+    """An .npz of ``arrays`` under their exact names (np.savez(**arrays) drops or rejects names such as
+    'file' or 'allow_pickle')."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, a in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+def _emit_report(report: dict[str, Any], as_json: bool) -> None:
+    from edgesdk.report import to_markdown
+
+    click.echo(json_text(report) if as_json else to_markdown(report))

@@ -1,0 +1,180 @@
+"""What the views share: number formats and the report's tables as rows of display strings.
+
+Example::
+
+    for row in table_rows(report): print(row["artifact"], row["p50 ms"], row["parity"])
+"""
+from __future__ import annotations
+
+from typing import Any
+
+def fmt_size(n: int | float | None) -> str:
+    """Bytes as B/KB/MB/GB; ``-`` for None."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+def fmt(v: Any, spec: str = ".3f", suffix: str = "") -> str:
+    """A number with a format spec and suffix; ``-`` for None."""
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+def device_summary(dev: dict[str, Any] | None) -> str:
+    """One line: CPU model, cores, GPU, Jetson board, OS."""
+    dev = dev or {}
+    bits = [dev.get("cpu_model"), f"{dev.get('cores')} cores" if dev.get("cores") else None,
+            dev.get("gpu"), _jetson_label(dev.get("jetson")), dev.get("os")]
+    return ", ".join(str(b) for b in bits if b) or "unknown device"
+
+def _jetson_label(j: Any) -> str | None:
+    if isinstance(j, dict):
+        return f"{j.get('model')} (L4T {j.get('l4t') or '?'}, JetPack {j.get('jetpack') or '?'})"
+    return j or None
+
+def parity_of(row: dict[str, Any], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The parity stats behind a result row (per backend when the artifact was checked on several)."""
+    art = artifacts.get(row.get("artifact", ""))
+    if art is None or not art.get("parity"):
+        return None
+    other = ((art.get("meta") or {}).get("parity_by_backend") or {}).get(row.get("backend"))
+    return other if other is not None else art["parity"]
+
+def _parity_text(mark: str, p: dict[str, Any], where: str = "") -> str:
+    """``pass (max abs 1.2e-06, cos 1.000000)``; NaN/Inf mismatches lead and no measure is shown as perfect."""
+    bad = p.get("nonfinite_mismatch") or 0
+    lead = f"{bad} NaN/Inf mismatches, " if bad else ""
+    cos = "n/a" if p.get("cosine") is None else f"{p['cosine']:.6f}"
+    err = "n/a" if p.get("max_abs_err") is None else f"{p['max_abs_err']:.1e}"
+    return f"{mark}{where} ({lead}max abs {err}, cos {cos})"
+
+def _parity_cell(row: dict[str, Any], artifacts: dict[str, dict[str, Any]], fail: str = "**FAIL**") -> str:
+    device = (row.get("device_check") or {}).get("parity")
+    if device is not None:  # re-checked on this device against the reference set stored by compress
+        return _parity_text("pass" if device.get("passed") else fail, device, " on device")
+    p = parity_of(row, artifacts)
+    if p is None:
+        return "reference" if row.get("format") == "torch" else "-"
+    return _parity_text("pass" if p.get("passed") else fail, p)
+
+def _vs_original_cell(row: dict[str, Any], artifacts: dict[str, dict[str, Any]]) -> str:
+    """How close the artifact is to the ORIGINAL model (not only to its parent): metric drop with labelled
+    data, else cosine and top-1 agreement."""
+    art = artifacts.get(row.get("artifact", ""))
+    vs = ((art or {}).get("meta") or {}).get("vs_original")
+    if not vs:
+        return "-"
+    parts = []
+    if vs.get("accuracy_drop") is not None:
+        parts.append(f"{-vs['accuracy_drop']:+.2f} pts")
+    if vs.get("cosine") is not None:
+        parts.append(f"cos {vs['cosine']:.4f}")
+    if vs.get("top1_agreement") is not None:
+        parts.append(f"top-1 {vs['top1_agreement']:.1%}")
+    return ", ".join(parts) or "-"
+
+def table_rows(report: dict[str, Any], fail: str = "**FAIL**") -> list[dict[str, str]]:
+    """The report table as rows of display strings (used by Markdown, HTML and the CLI)."""
+    artifacts = {a["name"]: a for a in report.get("artifacts") or [] if "name" in a}
+    rows = []
+    for r in report.get("results", []):
+        lat = r.get("latency_ms") or {}
+        rows.append({
+            "artifact": str(r.get("artifact", "?")),
+            "backend": str(r.get("backend", "?")),
+            "format": str(r.get("format", "?")),
+            "precision": str(r.get("precision", "?")),
+            "batch": str(r.get("batch", "?")),
+            "size": fmt_size(r.get("size_bytes")),
+            "p50 ms": fmt(lat.get("p50")),
+            "p90 ms": fmt(lat.get("p90")),
+            "p99 ms": fmt(lat.get("p99")),
+            "throughput/s": fmt(r.get("throughput"), ".1f"),
+            "speed-up": fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
+            "parity": _parity_cell(r, artifacts, fail),
+            "vs original": _vs_original_cell(r, artifacts),
+            "accuracy": fmt(r.get("accuracy"), ".2f", "%" if _metric_unit(report) == "%" else ""),
+        })
+    return rows
+
+def _metric_unit(report: dict[str, Any]) -> str:
+    """The task metric's unit (all built-ins are percentages; a user metric may have none)."""
+    return "%" if ((report.get("baseline") or {}).get("metric") or "top1") in _PERCENT_METRICS else ""
+
+_PERCENT_METRICS = {"top1", "top5", "cer", "miou", "multilabel_f1", "multilabel_precision", "multilabel_recall"}
+
+def _batch1_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per artifact, its batch-1 result row on the default backend of its format (onnxruntime for ONNX, even
+    when OpenVINO timed it too); a backend not in that format's list ranks after, then report order."""
+    from edgesdk.runtimes.registry import format_backends
+
+    def rank(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
+        i, r = item
+        order = format_backends(str(r.get("format")))
+        return (order.index(r["backend"]) if r.get("backend") in order else len(order), i)
+
+    timed = [(i, r) for i, r in enumerate(report.get("results") or [])
+             if r.get("batch") == 1 and (r.get("latency_ms") or {}).get("p50") is not None]
+    best: dict[str, dict[str, Any]] = {}
+    for _, r in sorted(timed, key=rank):
+        best.setdefault(r.get("artifact"), r)
+    return best
+
+def steps_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """What each step bought: params, MACs, size, batch-1 p50, cosine vs the original, accuracy, notes, and the
+    stage time when the artifacts record ``meta.stage_time_s``.
+
+    The p50 is the artifact's batch-1 row on the default backend of its format (the first of
+    ``format_backends``: onnxruntime for ONNX even when OpenVINO timed it too), named in the cell, e.g.
+    ``0.212 (onnxruntime)``. Empty when the report has fewer than two artifacts. The ``status`` key is the
+    artifact status (``ok`` or why not) so views can highlight it.
+
+    Example::
+
+        steps_rows(load_report("out"))[0]["p50 ms (batch 1)"]   # '0.212 (onnxruntime)'
+    """
+    arts = [a for a in report.get("artifacts") or [] if "name" in a]
+    if len(arts) < 2:
+        return []
+    timed = _batch1_rows(report)
+    with_times = any((a.get("meta") or {}).get("stage_time_s") is not None for a in arts)
+    out = []
+    for a in arts:
+        m = a.get("meta") or {}
+        vs = m.get("vs_original") or {}
+        cos = vs.get("cosine", (a.get("parity") or {}).get("cosine"))
+        notes = []
+        if m.get("accuracy_before_recovery") is not None:
+            notes.append(f"{m['accuracy_before_recovery']:.2f}% before recovery")
+        q = m.get("quantization") or {}
+        if q.get("activation_type"):
+            notes.append(f"{q['activation_type']} activations / {q.get('weight_type')} weights")
+        if (m.get("budget") or {}).get("float_nodes"):
+            notes.append(f"{len(m['budget']['float_nodes'])} nodes kept in float")
+        row = timed.get(a["name"])
+        p50 = "-" if row is None else f"{fmt(row['latency_ms']['p50'])} ({row.get('backend', '?')})"
+        cells = {"artifact": str(a["name"]), "stage": str(a.get("stage") or ""), "params": fmt(m.get("params"), ","),
+                 "MACs": fmt(m.get("macs"), ","), "size": fmt_size(a.get("size_bytes")), "p50 ms (batch 1)": p50,
+                 "cosine vs original": fmt(cos, ".5f"), "accuracy": fmt(a.get("accuracy"), ".2f", "%")}
+        if with_times:
+            cells["stage time s"] = fmt(m.get("stage_time_s"), ".2f")
+        out.append({**cells, "notes": "; ".join(notes), "status": str(a.get("status", "ok"))})
+    return out
+
+def report_warnings(report: dict[str, Any]) -> list[str]:
+    """Every artifact warning, once each, in order."""
+    found = [str(w) for w in report.get("warnings") or []]
+    found += [str(w) for a in report.get("artifacts") or [] for w in (a.get("meta") or {}).get("warnings") or []]
+    return list(dict.fromkeys(found))
+
+def targets_not_delivered(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(target, record) for targets whose status is not ``ok``."""
+    return [(t, v) for t, v in (report.get("targets") or {}).items() if isinstance(v, dict) and v.get("status") != "ok"]
+
+SPEEDUP_NOTE = "Speed-up is p50 of PyTorch eager / p50 of the artifact at the same batch size, measured in this run."
+
+def has_speedups(report: dict[str, Any]) -> bool:
+    """Whether any result row has a speed-up vs PyTorch eager (device-only benchmarks have none)."""
+    return any(r.get("speedup_vs_baseline") is not None for r in report.get("results") or [])
