@@ -181,8 +181,9 @@ Axes = dict[str, dict[int, str]]  # input -> axis -> symbol
 def dynamic_shapes(model: Any, names: list[str], axes: Axes, auto: set[tuple[str, int]] = frozenset()) -> Any:
     """torch.export ``dynamic_shapes`` for positional inputs ``names``: every axis in ``axes`` is
     ``Dim.DYNAMIC`` (the exporter finds which are equal; it raises when the model fixes one), those in
-    ``auto`` ``Dim.AUTO`` (kept static when the model needs it, which the caller reads back). A
-    ``forward(*args)`` module (the keyword adapter, the channels-last wrapper) takes them as one tuple."""
+    ``auto`` ``Dim.AUTO`` (kept static when the model needs it, which the caller reads back). The inputs a
+    ``*args`` parameter takes (the keyword adapter, the channels-last wrapper) are one tuple, as torch.export
+    expects."""
     import inspect
 
     from torch.export import Dim
@@ -191,8 +192,9 @@ def dynamic_shapes(model: Any, names: list[str], axes: Axes, auto: set[tuple[str
                       for n in names)
     params = [p for p in inspect.signature(model.forward).parameters.values()
               if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
-        return (per_input,)
+    star = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    if star is not None and star <= len(per_input):  # the named parameters one each, then *args as one tuple
+        return (*per_input[:star], tuple(per_input[star:]))
     return per_input
 
 
@@ -356,7 +358,7 @@ def export_onnx(model: Any, example_inputs: dict[str, Any], path: str | Path, *,
     info.dynamic_axes = name_dims(proto, axes)
     if simplify:
         proto = _simplify(proto, info)
-        name_dims(proto, info.dynamic_axes)
+        info.dynamic_axes = name_dims(proto, info.dynamic_axes)  # onnxslim may fold a dim the model fixes
     _check_fixed(info, axes, set(auto_axes))
     info.external_data = _param_bytes(model) > TWO_GB
     _save(proto, path, info.external_data)

@@ -180,8 +180,8 @@ def _export_keeping(model: Any, example_inputs: Mapping[str, Any], path: Path, p
         fixed = sorted(f"{n}:{a} ({sym})" for n, ax in axes.items() for a, sym in ax.items()
                        if a not in attempt.get(n, {}))
         if fixed and first is not None:
-            kept = "a fixed batch of 1 (the runtime runs larger batches one sample at a time)" if not attempt else \
-                "those axes fixed at their example sizes"
+            kept = ("a fixed batch of 1 (the runtime runs larger batches one sample at a time)" if not attempt and
+                    batch_only else "those axes fixed at their example sizes")
             info.warnings.append(f"litert-torch could not keep {', '.join(fixed)} dynamic "
                                  f"({first.found or first.what}); exported with {kept}")
             log.warning(info.warnings[-1])
@@ -286,7 +286,7 @@ def _pt2e_static(model: Any, args: tuple, shapes: Any, calib: Mapping[str, np.nd
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     # the exported GraphModule takes its tensors as flat arguments even when the model is a forward(*args)
     # wrapper (channels-last), whose own spec nests them: convert it with the flat form
-    flat = shapes[0] if shapes is not None and len(shapes) == 1 and isinstance(shapes[0], tuple) else shapes
+    flat = (*shapes[:-1], *shapes[-1]) if shapes and isinstance(shapes[-1], tuple) else shapes
     prepared = prepare_pt2e(torch.export.export(model.eval(), args, dynamic_shapes=shapes).module(), quantizer)
     with torch.no_grad():
         for batch in _calib_batches(calib, names, fixed=None if shapes is not None else int(args[0].shape[0])):

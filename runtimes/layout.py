@@ -71,7 +71,8 @@ class LayoutAdapter:
 def _in_chunks(session: Any, feeds: dict[str, Any], size: int, **kwargs: Any) -> dict[str, np.ndarray]:
     """Run ``feeds`` through a fixed-batch session ``size`` samples at a time (the last chunk padded with
     its last sample) and join the outputs along their batch axis: axis 0 when it has the chunk's size,
-    else the first axis that has it (time-major outputs such as CTC's (T, N, C))."""
+    else the first axis that has it (time-major outputs such as CTC's (T, N, C)); an output with no such
+    axis is passed through from the first chunk."""
     n = len(next(iter(feeds.values())))
     parts: dict[str, list[np.ndarray]] = {}
     axes: dict[str, int] = {}
@@ -82,9 +83,10 @@ def _in_chunks(session: Any, feeds: dict[str, Any], size: int, **kwargs: Any) ->
             chunk = {k: np.concatenate([v, np.repeat(v[-1:], size - real, axis=0)]) for k, v in chunk.items()}
         for name, out in session.run(chunk, **kwargs).items():
             axis = axes.setdefault(name, 0 if out.ndim and out.shape[0] == size else
-                                   next((i for i, d in enumerate(out.shape) if d == size), 0))
-            parts.setdefault(name, []).append(np.take(out, range(real), axis=axis) if out.ndim else out)
-    return {name: np.concatenate(p, axis=axes[name]) if p[0].ndim else p[0] for name, p in parts.items()}
+                                   next((i for i, d in enumerate(out.shape) if d == size), -1))
+            parts.setdefault(name, []).append(np.take(out, range(real), axis=axis) if axis >= 0 else out)
+    # an output with no axis of the batch's size (anchors, a constant table) is the same for every chunk
+    return {name: np.concatenate(p, axis=axes[name]) if axes[name] >= 0 else p[0] for name, p in parts.items()}
 
 
 def _narrow(name: str, v: np.ndarray, dtype: str) -> np.ndarray:

@@ -97,6 +97,12 @@ def bind_inputs(model: Any, examples: Mapping[str, Any], *, named: bool = True) 
 
 def _by_position(given: list[str], positional: list[inspect.Parameter],
                  params: list[inspect.Parameter]) -> InputBinding:
+    takes_more = any(p.kind is _P.VAR_POSITIONAL for p in params)
+    if params and len(given) > len(positional) and not takes_more:
+        raise InputError(f"{len(given)} unnamed inputs for a forward() that takes {len(positional)} positional "
+                         f"argument{'s' if len(positional) != 1 else ''}", expected=f"forward({_describe(params)})",
+                         found=f"{len(given)} tensors", hint="pass a dict named by forward()'s parameters, e.g. "
+                                                            "{'x': x, 'mask': m}")
     names = tuple(given)
     if len(positional) >= len(given) and not any(p.kind is _P.VAR_POSITIONAL for p in params[:len(given)]):
         names = tuple(p.name for p in positional[:len(given)])
@@ -125,8 +131,11 @@ def keyword_adapter(model: Any, names: tuple[str, ...]) -> Any:
     """
     import torch
 
+    pos_only = [p for p in forward_parameters(model) if p.kind is _P.POSITIONAL_ONLY]
+
     class KeywordCall(torch.nn.Module):
-        """Calls the wrapped model with keywords, so a skipped parameter keeps its default."""
+        """Calls the wrapped model with keywords, so a skipped parameter keeps its default (positional-only
+        parameters go by position, a skipped one with its default)."""
 
         def __init__(self, inner: Any, keys: tuple[str, ...]) -> None:
             super().__init__()
@@ -134,7 +143,9 @@ def keyword_adapter(model: Any, names: tuple[str, ...]) -> Any:
             self.keys = tuple(keys)
 
         def forward(self, *tensors: Any) -> Any:
-            return self.model(**dict(zip(self.keys, tensors)))
+            given = dict(zip(self.keys, tensors))
+            head = [given.pop(p.name, p.default) for p in pos_only]
+            return self.model(*head, **given)
 
     adapter = KeywordCall(model, names)
     adapter.train(model.training)

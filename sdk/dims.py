@@ -3,9 +3,8 @@
 The batch (axis 0) is dynamic by default and named ``batch``. Any other axis can be made dynamic:
 a symbol in the input spec (``--input x:Nx3xHxW --dim H=160 --dim W=160``), or ``--dynamic-dims x:2,3``
 (recipe ``export.dynamic_dims: {x: [2, 3]}``). The sequence axis of token-id inputs (integer inputs of
-shape (N, L)) is dynamic by default under the name ``sequence``. Axes given the same symbol must have
-the same size; unnamed axes of equal size share a symbol (``input_ids`` and ``attention_mask`` both of
-length L), because models nearly always require them equal.
+shape (N, L)) is dynamic by default under the name ``sequence``, shared by their masks. Axes given the
+same symbol must have the same size; the exporter finds which unnamed axes the model needs equal.
 
 The parity gate checks each symbol at its tracing size and at a smaller and a larger one
 (:func:`check_sizes`); the manifest records the symbols and the sizes checked.
@@ -95,21 +94,35 @@ def _axis(name: str, axis: Any, rank: int) -> int:
 def resolve(shapes: Mapping[str, tuple[int, ...]], asked: Mapping[str, Mapping[int, str | None]] | None = None, *,
             dtypes: Mapping[str, str] | None = None, dynamic_batch: bool = True,
             dynamic_sequence: bool = True) -> DynamicDims:
-    """The dynamic axes of the inputs (see the module docstring). ``asked``: input -> axis -> symbol or None."""
+    """The dynamic axes of the inputs (see the module docstring). ``asked``: input -> axis -> symbol or None.
+
+    Unnamed axes never share a symbol with another axis of the same input (H and W of a square image stay
+    independent). Token sequences (integer (N, L) inputs) are named ``sequence``, and a mask of the same
+    length (bool, float or int, a name with "mask") shares it; a second token input of another length (a
+    decoder's ids) gets ``sequence_<input>``."""
     dims = DynamicDims()
     wanted: dict[str, dict[int, str | None]] = {n: dict(ax) for n, ax in (asked or {}).items()}
+    named = {sym for ax in wanted.values() for sym in ax.values() if sym}
+    seq_lengths = {s[1] for n, s in shapes.items() if _is_token_ids(s, (dtypes or {}).get(n, ""))}
+    sequences: set[str] = set()
     if dynamic_sequence:
         for name, shape in shapes.items():
-            kind = (dtypes or {}).get(name, "float32")
-            if len(shape) == 2 and kind.startswith(("int", "uint")) and shape[1] >= 2 and 1 not in wanted.get(name, {}):
+            token = _is_token_ids(shape, (dtypes or {}).get(name, ""))
+            mask = len(shape) == 2 and "mask" in name.lower() and shape[1] in seq_lengths
+            if (token or mask) and shape[1] >= 2 and 1 not in wanted.get(name, {}):
                 wanted.setdefault(name, {})[1] = None
-                dims.notes.append(f"{name}: the sequence axis (1) is dynamic (token ids); --static-sequence fixes it")
-    by_size: dict[int, str] = {}
+                sequences.add(name)
+                what = "token ids" if token else "a mask of the token sequence"
+                dims.notes.append(f"{name}: the sequence axis (1) is dynamic ({what}); --static-sequence fixes it")
+    sequence_of: dict[int, str] = {}  # automatic sequence symbol by length
     for name, shape in shapes.items():
         axes: dict[int, str] = {0: BATCH} if dynamic_batch and shape else {}
         for axis, sym in sorted(wanted.get(name, {}).items()):
             size = shape[axis]
-            sym = sym or by_size.get(size) or (SEQUENCE if _is_sequence(name, shape, dtypes) else f"{name}_{axis}")
+            if sym is None and name in sequences:
+                sym = sequence_of.setdefault(size, SEQUENCE if not sequence_of and SEQUENCE not in named
+                                             else f"{SEQUENCE}_{name}")
+            sym = sym or f"{name}_{axis}"
             if size < 2:
                 raise InputError(f"{name}:{axis} ({sym}) is traced at size {size}; a dynamic axis needs size >= 2",
                                  expected="a tracing size of at least 2", found=str(size),
@@ -118,14 +131,13 @@ def resolve(shapes: Mapping[str, tuple[int, ...]], asked: Mapping[str, Mapping[i
                 raise InputError(f"symbol {sym!r} has two sizes in the example inputs",
                                  expected="one size per symbol", found=f"{dims.sizes[sym]} and {size}",
                                  hint="give each independent axis its own symbol")
-            by_size.setdefault(size, sym)
             axes[axis] = sym
         dims.axes[name] = axes
     return dims
 
 
-def _is_sequence(name: str, shape: tuple[int, ...], dtypes: Mapping[str, str] | None) -> bool:
-    return len(shape) == 2 and str((dtypes or {}).get(name, "")).startswith(("int", "uint"))
+def _is_token_ids(shape: tuple[int, ...], dtype: str) -> bool:
+    return len(shape) == 2 and str(dtype).startswith(("int", "uint"))
 
 
 def check_sizes(size: int) -> tuple[int, ...]:

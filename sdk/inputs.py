@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .dims import DynamicDims, check_sizes
+from .dims import BATCH, DynamicDims, check_sizes
 from .errors import InputError
 from .synthetic import Role, generate
 
@@ -99,7 +99,9 @@ def reference_batches(examples: Feeds, roles: Mapping[str, Role], dims: DynamicD
     out = [examples]
     bs = len(next(iter(examples.values()))) if fixed_batch else batch_size
     if data is not None:
-        total = min(len(data[next(iter(examples))]) if data else 0, batches * bs)
+        n = len(data[next(iter(examples))]) if data else 0
+        bs = bs if fixed_batch else max(1, min(bs, n))  # a few samples still reach the gate
+        total = min(n, batches * bs)
         for start in range(0, total - bs + 1, bs):
             out.append({k: np.ascontiguousarray(data[k][start:start + bs]) for k in examples})
     rng = np.random.default_rng(seed)
@@ -123,26 +125,65 @@ def sizes_of(feeds: Feeds, dims: DynamicDims) -> dict[str, int]:
             if name in feeds}
 
 
-def keep_runnable(batches: list[Feeds], dims: DynamicDims, run: Callable[[Feeds], Any]) -> tuple[list[Feeds], list[Any],
-                                                                                              list[str]]:
-    """Run the reference model on every batch; batches at a dynamic size the model itself refuses (a UNet
-    given a size its strides cannot halve) are dropped with a note, and the sizes kept are recorded."""
+def _nonfinite(outputs: Mapping[str, np.ndarray]) -> list[str]:
+    return [k for k, v in outputs.items() if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all()]
+
+
+def _why(e: Exception) -> str:
+    """The cause of a failure in one line: an edgesdk error's found/what, else the exception's text."""
+    from .errors import EdgeSDKError
+
+    cause = e.__cause__ if isinstance(e, EdgeSDKError) and e.__cause__ is not None else e
+    return f"{type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
+
+
+def keep_runnable(batches: list[Feeds], dims: DynamicDims, run: Callable[[Feeds], Any], *,
+                  asked: set[str] = frozenset()) -> tuple[list[Feeds], list[Any], list[str]]:
+    """Run the reference model on every batch; keep those it answers with finite numbers.
+
+    A batch at a dynamic size the model itself refuses (a UNet given a size its strides cannot halve) is
+    dropped with a note, and an InputError is raised when the model takes no size but the traced one of a
+    symbol the user asked for. A generated batch on which the model outputs NaN/Inf (values it was never
+    meant to see) is dropped with a note: NaN compared with NaN would check nothing."""
     kept, outs, notes = [], [], []
     checked: dict[str, set[int]] = {s: set() for s in dims.symbols()}
     for i, feeds in enumerate(batches):
+        sizes = sizes_of(feeds, dims)
         try:
-            outs.append(run(feeds))
+            out = run(feeds)
         except Exception as e:  # noqa: BLE001 - only extra sizes may fail; the examples ran already
-            sizes = sizes_of(feeds, dims)
-            if i == 0 or all(sizes.get(s) == dims.sizes[s] for s in sizes):
+            if i == 0:
                 raise
+            if all(sizes.get(s) == dims.sizes[s] for s in sizes):
+                n, n0 = len(next(iter(feeds.values()))), len(next(iter(batches[0].values())))
+                raise InputError(f"the model fails on a reference batch of {n} (the example inputs have {n0})",
+                                 expected="a model that takes any batch size (the batch is dynamic by default)",
+                                 found=_why(e), hint=f"if the model only takes batches of {n0}, export a fixed "
+                                                     "batch: --static-batch (recipe export.dynamic_batch: false)") from e
             notes.append(f"the model does not run at {', '.join(f'{s}={v}' for s, v in sizes.items())} "
-                         f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); that size was not checked")
+                         f"({_why(e)}); that size was not checked")
             continue
+        bad = _nonfinite(out)
+        if bad and i > 0:
+            notes.append(f"PyTorch outputs NaN/Inf ({', '.join(bad)}) on a generated reference batch; it was left "
+                         "out (pass --calib with real inputs to check more)")
+            continue
+        if bad:
+            notes.append(f"PyTorch outputs NaN/Inf ({', '.join(bad)}) on the example inputs: those elements are "
+                         "compared NaN with NaN")
         kept.append(feeds)
-        for sym, size in sizes_of(feeds, dims).items():
+        outs.append(out)
+        for sym, size in sizes.items():
             checked[sym].add(size)
+        checked.setdefault(BATCH, set()).add(len(next(iter(feeds.values()))))
     dims.checked = {s: sorted(v) for s, v in checked.items()}
+    dims.sizes.setdefault(BATCH, len(next(iter(batches[0].values()))))
+    for sym in sorted(asked & set(checked)):
+        if len(checked[sym]) < 2:
+            raise InputError(f"the model does not run with {sym} other than {dims.sizes[sym]}, which was asked to "
+                             "be dynamic", expected=f"a model that takes several sizes of {sym}",
+                             found="; ".join(n for n in notes if f"{sym}=" in n)[:600] or "every other size failed",
+                             hint=f"keep {sym} fixed (drop it from --dynamic-dims / the --input symbol)")
     return kept, outs, list(dict.fromkeys(notes))
 
 

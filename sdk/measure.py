@@ -19,7 +19,9 @@ def benchmark_artifacts(run: Any, artifacts: list[Any]) -> list[dict[str, Any]]:
 
     cfg = run.recipe.benchmark
     rows: list[dict[str, Any]] = []
-    for batch in cfg.batches:
+    fixed = {a.name: _fixed_batch(a) for a in artifacts}
+    batches = list(dict.fromkeys([*cfg.batches, *(f for f in fixed.values() if f and f not in cfg.batches)]))
+    for batch in batches:
         run.say(f"benchmarking PyTorch eager at batch {batch}")
         base = benchmark(run.torch_session, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,
                          duration_s=cfg.duration_s, on_progress=counter(run.say), sizes=run.dims.sizes)
@@ -27,8 +29,8 @@ def benchmark_artifacts(run: Any, artifacts: list[Any]) -> list[dict[str, Any]]:
                     accuracy=run.baseline_accuracy, parity_passed=None, speedup_vs_baseline=1.0)
         rows.append(base)
         for art in artifacts:
-            if art.format == "torch":
-                continue
+            if art.format == "torch" or fixed[art.name] not in (None, batch):
+                continue  # a fixed-batch artifact is timed at its own batch only
             for backend in run.backends_for(art):
                 with load(art.path, backend=backend, threads=cfg.threads) as sess:
                     run.say(f"benchmarking {art.name} on {sess.backend} at batch {batch}")
@@ -41,6 +43,12 @@ def benchmark_artifacts(run: Any, artifacts: list[Any]) -> list[dict[str, Any]]:
                          speedup_vs_baseline=round(base["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3))
                 rows.append(r)
     return rows
+
+
+def _fixed_batch(art: Any) -> int | None:
+    """The batch an artifact is fixed at (its inputs' dim 0 is a number), or None when it is dynamic."""
+    dims = {i["shape"][0] for i in art.inputs if i.get("shape") and isinstance(i["shape"][0], int)}
+    return dims.pop() if len(dims) == 1 else None
 
 
 def slower_than_parent(artifacts: list[Any], results: list[dict[str, Any]]) -> list[str]:

@@ -128,6 +128,7 @@ class CompressRun:
                             dynamic_batch=ex.dynamic_batch, dynamic_sequence=ex.dynamic_sequence)
         self.auto_axes = frozenset((n, a) for n, ax in self.dims.axes.items() for a in ax
                                    if a > 0 and a not in asked.get(n, {}))
+        self._asked_axes = [(n, a) for n, ax in asked.items() for a in ax]
 
     def _load_data(self) -> None:
         from edgesdk.compress.calibration import image_preprocess, load_calibration
@@ -196,13 +197,30 @@ class CompressRun:
         self.torch_session = self.torch_session_for(self.model, threads=r.benchmark.threads)
         self.torch_session.load()
         self.say(f"running PyTorch on {len(batches)} reference batches")
-        self.reference_inputs, outputs, notes = keep_runnable(batches, self.dims, self.torch_session.run)
+        asked = {self.dims.axes[n][a] for n, a in self._asked_axes}  # the symbols the user made dynamic
+        self.reference_inputs, outputs, notes = keep_runnable(batches, self.dims, self.torch_session.run, asked=asked)
         self.references["pytorch"] = outputs
-        self.warnings += notes
+        self.warnings += notes + self._fix_single_sized()
         self.out_names = list(outputs[0])
         self.generated = self.calib_data is None
         self.baseline_accuracy = self.evaluate_model(self.torch_session) if self.metric else None
         self.input_warnings = input_warnings(self.reference_inputs, self.examples_np, self.roles)
+
+    def _fix_single_sized(self) -> list[str]:
+        """Automatic dynamic axes (token sequences) the model takes at its traced size only are exported fixed:
+        declaring them dynamic would promise sizes the artifact cannot run."""
+        notes = []
+        for sym in list(self.dims.symbols()):
+            where = self.dims.where(sym)
+            if not all((n, a) in self.auto_axes for n, a in where) or len(self.dims.checked.get(sym, [])) > 1:
+                continue
+            for n, a in where:
+                del self.dims.axes[n][a]
+            self.auto_axes = self.auto_axes - set(where)
+            self.dims.checked.pop(sym, None)
+            notes.append(f"{', '.join(f'{n}:{a}' for n, a in where)} ({sym}) is exported fixed at "
+                         f"{self.dims.sizes.pop(sym)}: the model runs no other size")
+        return notes
 
     # -- helpers the steps share ------------------------------------------------------------------------------
     def torch_session_for(self, module: Any, threads: int | None = None) -> Any:

@@ -5,7 +5,8 @@ Zeros are a poor stand-in for token ids (one token, everywhere) and a disaster f
 
 * ``ids``: read directly by an ``nn.Embedding`` (found with forward pre-hooks): uniform in
   ``[0, num_embeddings)`` (token ids, token types, any categorical input);
-* ``mask``: a name containing "mask": ones;
+* ``mask``: a name containing "mask": the example's most common value everywhere (ones for an attention
+  mask, False for a PyTorch key-padding mask, where True means padding);
 * ``positions``: a name containing "position" or "pos_id": ``0 .. L-1`` along the last axis;
 * ``range``: anything else: uniform in the example's value range (floats in [0, 1) when the example is
   constant), integers in the example's range.
@@ -28,7 +29,7 @@ class Role:
     """What an input holds and the value range generated for it (``high`` is exclusive for integers)."""
 
     kind: str  # ids | mask | positions | range
-    low: float = 0.0
+    low: float = 0.0  # for a mask: the value it holds everywhere
     high: float = 1.0
     source: str | None = None  # the embedding module that revealed the range
 
@@ -36,7 +37,7 @@ class Role:
         if self.kind == "ids":
             return f"ids uniform in [0, {int(self.high)}) (from {self.source})"
         if self.kind == "mask":
-            return "ones (a mask)"
+            return f"{self.low:g} everywhere (a mask, as in the example)"
         if self.kind == "positions":
             return "positions 0..L-1"
         return f"uniform in [{self.low:g}, {self.high:g}]"
@@ -92,7 +93,9 @@ def input_roles(model: Any, examples: Mapping[str, Any]) -> dict[str, Role]:
     roles: dict[str, Role] = {}
     for name, t in tensors.items():
         by_name = _name_role(name)
-        if by_name is not None and (by_name != "positions" or not t.is_floating_point()):
+        if by_name == "mask":
+            roles[name] = Role("mask", _mode(t))
+        elif by_name is not None and not t.is_floating_point():
             roles[name] = Role(by_name)
         elif name in readers:
             path, vocab = readers[name]
@@ -100,6 +103,15 @@ def input_roles(model: Any, examples: Mapping[str, Any]) -> dict[str, Role]:
         else:
             roles[name] = _range_role(t)
     return roles
+
+
+def _mode(t: Any) -> float:
+    """The most common value of a tensor (1 when it is empty)."""
+    a = t.detach().cpu().numpy().ravel()
+    if not a.size:
+        return 1.0
+    values, counts = np.unique(a, return_counts=True)
+    return float(values[counts.argmax()])
 
 
 def _range_role(t: Any) -> Role:
@@ -122,7 +134,7 @@ def generate(roles: Mapping[str, Role], shapes: Mapping[str, tuple[int, ...]], d
         dtype = np.dtype(dtypes[name])
         role = roles.get(name, Role("range"))
         if role.kind == "mask":
-            a = np.ones(shape, dtype)
+            a = np.full(shape, role.low, dtype)
         elif role.kind == "positions":
             a = np.broadcast_to(np.arange(shape[-1] if shape else 1), shape).astype(dtype)
         elif dtype == np.bool_:
@@ -139,7 +151,7 @@ def generate(roles: Mapping[str, Role], shapes: Mapping[str, tuple[int, ...]], d
 def example_inputs(model: Any, specs: list[Any], seed: int = 0) -> dict[str, Any]:
     """Example tensors for ``--input`` specs (name, shape, dtype): floats uniform in [0, 1), integer and
     mask inputs by their role (see :func:`input_roles`), found by running the model on a first guess of
-    zero ids and masks of ones. Example::
+    zero ids and masks that attend everywhere. Example::
 
         examples = example_inputs(model, [parse_input_spec("input_ids:1x16:int64")])
     """
@@ -152,7 +164,9 @@ def example_inputs(model: Any, specs: list[Any], seed: int = 0) -> dict[str, Any
         if dt.is_floating_point:
             guess[s.name] = torch.rand(s.shape, generator=gen).to(dt)
         else:
-            guess[s.name] = (torch.ones if _name_role(s.name) == "mask" else torch.zeros)(s.shape, dtype=dt)
+            # masks attend everywhere: ones, except a bool mask, which in PyTorch marks padding with True
+            attend = _name_role(s.name) == "mask" and dt != torch.bool
+            guess[s.name] = (torch.ones if attend else torch.zeros)(s.shape, dtype=dt)
     ints = [s for s in specs if not getattr(torch, s.dtype).is_floating_point]
     if not ints:
         return guess

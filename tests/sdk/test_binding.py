@@ -92,3 +92,36 @@ def test_kwargs_models_take_any_name(tmp_path):
                            benchmark=False)
     art = res.manifest["artifacts"][0]
     assert [i["name"] for i in art["inputs"]] == ["x", "bias"] and art["parity"]["passed"]
+
+
+def test_positional_only_parameters_and_star_args(tmp_path):
+    class PosOnly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, /, z: torch.Tensor | None = None):
+            return self.lin(x + (z if z is not None else 0))
+
+    res = edgesdk.compress(PosOnly(), {"x": torch.rand(1, 4), "z": torch.rand(1, 4)}, out_dir=tmp_path / "a",
+                           benchmark=False)
+    assert res.manifest["artifacts"][0]["parity"]["passed"]
+
+    class Star(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+            return self.lin(x + sum(rest))
+
+    res = edgesdk.compress(Star(), (torch.rand(1, 4), torch.rand(1, 4)), out_dir=tmp_path / "b", benchmark=False)
+    art = res.manifest["artifacts"][0]
+    assert art["meta"]["exporter"] == "dynamo" and art["inputs"][0]["shape"][0] == "batch"
+
+    class One(nn.Module):
+        def forward(self, x: torch.Tensor, **kw: torch.Tensor) -> torch.Tensor:
+            return x
+
+    with pytest.raises(InputError, match="2 unnamed inputs for a forward\\(\\) that takes 1 positional"):
+        edgesdk.compress(One(), (torch.rand(1, 4), torch.rand(1, 4)), out_dir=tmp_path / "c", benchmark=False)

@@ -111,3 +111,50 @@ def test_token_sequences_are_dynamic_by_default(tmp_path):
         assert sess.run({"input_ids": ids, "attention_mask": np.ones_like(ids)})["output"].shape == (3, 3)
     res = edgesdk.compress(Encoder().eval(), ex, out_dir=tmp_path / "s", benchmark=False, dynamic_sequence=False)
     assert [i["shape"] for i in res.manifest["artifacts"][0]["inputs"]] == [["batch", 16], ["batch", 16]]
+
+
+def test_a_decoders_ids_get_their_own_sequence_and_square_images_keep_independent_axes(tmp_path):
+    class EncDec(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(50, 8)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.emb(input_ids).mean(1) + self.emb(decoder_input_ids).mean(1))
+
+    torch.manual_seed(0)
+    ex = {"input_ids": torch.randint(0, 50, (1, 16)), "decoder_input_ids": torch.randint(0, 50, (1, 8))}
+    res = edgesdk.compress(EncDec().eval(), ex, out_dir=tmp_path / "a", benchmark=False)
+    assert [i["shape"] for i in res.manifest["artifacts"][0]["inputs"]] == [
+        ["batch", "sequence"], ["batch", "sequence_decoder_input_ids"]]
+    dims = resolve({"x": (1, 3, 32, 32)}, {"x": {2: None, 3: None}})
+    assert dims.axes["x"] == {0: "batch", 2: "x_2", 3: "x_3"}  # never tied because the example is square
+
+
+def test_an_axis_the_model_cannot_vary_is_an_error_when_asked_and_fixed_when_automatic(tmp_path):
+    class Flat(nn.Module):  # a Linear over the flattened image: one size only
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3 * 8 * 8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x.flatten(1))
+
+    with pytest.raises(InputError, match="does not run with H other than 8"):
+        edgesdk.compress(Flat(), {"x": torch.rand(1, 3, 8, 8)}, out_dir=tmp_path / "a", benchmark=False,
+                         dynamic_dims={"x": {2: "H", 3: "W"}})
+
+    class Positions(nn.Module):  # a position table of 16: token sequences of 16 only
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.pos, self.head = nn.Embedding(50, 8), nn.Parameter(torch.rand(16, 8)), nn.Linear(8, 2)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.emb(input_ids) + self.pos)
+
+    res = edgesdk.compress(Positions().eval(), {"input_ids": torch.randint(0, 50, (1, 16))}, out_dir=tmp_path / "b",
+                           benchmark=False)
+    assert res.manifest["artifacts"][0]["inputs"][0]["shape"] == ["batch", 16]
+    assert "sequence" not in res.manifest["model"]["dynamic_dims"]
+    assert any("exported fixed at 16" in w for w in res.report["warnings"])

@@ -110,7 +110,7 @@ def test_a_budget_that_keeps_everything_in_float_says_so(tmp_path):
     torch.manual_seed(0)
     # a cosine only FP32 reaches: the search ends with every quantizable node in float
     res = edgesdk.compress(Small(), X, out_dir=tmp_path / "o", calib_data=_data(), quantize="int8",
-                           min_cosine_budget=0.99999999, benchmark=False)
+                           min_cosine=0.99999999, benchmark=False)
     int8 = next(a for a in res.manifest["artifacts"] if a["name"] == "model.int8.onnx")
     ops = {n.op_type for n in onnx.load(str(tmp_path / "o" / "model.int8.onnx")).graph.node}
     assert "QuantizeLinear" not in ops
@@ -205,3 +205,42 @@ def test_a_prune_that_removes_nothing_skips_recovery_and_says_so(tmp_path):
     pruned = next(a for a in res.manifest["artifacts"] if a["stage"] == "prune")
     assert pruned["meta"]["recovery"] == {"method": "none", "reason": "nothing was pruned"}
     assert any("nothing was pruned" in w for w in res.report["warnings"] + pruned["meta"]["warnings"])
+
+
+def test_a_bool_padding_mask_is_generated_as_the_example_has_it(tmp_path):
+    """True marks padding in a PyTorch key_padding_mask: a mask of ones would pad every key (NaN outputs that
+    'agree' with NaN). Masks follow the example's value, and NaN reference batches are left out."""
+    class Attn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.att = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, input_ids: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+            h = self.emb(input_ids)
+            return self.head(self.att(h, h, h, key_padding_mask=key_padding_mask)[0].mean(1))
+
+    torch.manual_seed(0)
+    ex = {"input_ids": torch.randint(0, 50, (1, 8)), "key_padding_mask": torch.zeros(1, 8, dtype=torch.bool)}
+    res = edgesdk.compress(Attn().eval(), ex, out_dir=tmp_path / "o", benchmark=False)
+    with np.load(tmp_path / "o" / "reference.npz") as z:
+        outs = [z[k] for k in z.files if k.startswith("out:")]
+        masks = [z[k] for k in z.files if k.endswith(":key_padding_mask")]
+    assert all(np.isfinite(o).all() for o in outs) and not any(m.any() for m in masks)
+    assert [i["shape"] for i in res.manifest["artifacts"][0]["inputs"]] == [["batch", "sequence"]] * 2
+
+
+def test_a_few_calibration_samples_still_reach_the_gate(tmp_path):
+    data = {"x": np.full((3, 4), 7.0, np.float32)}
+    edgesdk.compress(Small(), X, out_dir=tmp_path / "o", calib_data=data, benchmark=False)
+    with np.load(tmp_path / "o" / "reference.npz") as z:
+        assert any((z[k] == 7.0).all() for k in z.files if k.startswith("in:"))
+
+
+def test_a_static_batch_other_than_one_is_timed_at_its_batch(tmp_path):
+    torch.manual_seed(0)
+    res = edgesdk.compress(Small(), {"x": torch.rand(2, 4)}, out_dir=tmp_path / "o", dynamic_batch=False,
+                           iterations=3, warmup=1)
+    assert {(r["artifact"], r["batch"]) for r in res.report["results"]} >= {("model.onnx", 2)}
+    assert ("model.onnx", 1) not in {(r["artifact"], r["batch"]) for r in res.report["results"]}
