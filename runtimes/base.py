@@ -117,13 +117,24 @@ class Session:
     def _close_impl(self) -> None:
         pass
 
+    # A backend whose specs are TensorSpec lists sets ``_in``/``_out`` in ``_load_impl``; these properties
+    # (and ``close``, which clears them) serve it. Others override ``inputs``/``outputs``.
+    _in: list[TensorSpec] | None = None
+    _out: list[TensorSpec] | None = None
+
     @property
     def inputs(self) -> list[TensorSpec]:
-        raise NotImplementedError
+        """The model's inputs (loads the session on first use)."""
+        if self._in is None:
+            self.load()
+        return list(self._in or [])
 
     @property
     def outputs(self) -> list[TensorSpec]:
-        raise NotImplementedError
+        """The model's outputs (loads the session on first use)."""
+        if self._out is None:
+            self.load()
+        return list(self._out or [])
 
     # -- template --------------------------------------------------------------------
     def load(self) -> "Session":
@@ -183,6 +194,7 @@ class Session:
         """Free the backend session; the object can be loaded again."""
         if self._loaded:
             self._close_impl()
+            self._in = self._out = None
             self._loaded = False
 
     def __enter__(self) -> "Session":

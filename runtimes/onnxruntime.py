@@ -102,7 +102,10 @@ def _needs_unfused_int8(path: Path) -> bool:
     weights = {i.name: i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8}
     for node in model.graph.node:
         if node.op_type == "DequantizeLinear" and node.input and node.input[0] in weights:
-            w = numpy_helper.to_array(weights[node.input[0]])
+            try:  # weights kept in an external file are read relative to the model, not the cwd
+                w = numpy_helper.to_array(weights[node.input[0]], base_dir=str(Path(path).parent))
+            except Exception:  # noqa: BLE001 - unreadable side data: onnxruntime reports it itself
+                return False
             if w.size and int(np.abs(w.astype(np.int16)).max()) > 64:
                 return True
     return False
@@ -114,8 +117,6 @@ class OrtSession(Session):
     backend = "onnxruntime"
     option_specs = {"trt_fp16": Option(bool, False, "let the TensorRT EP pick FP16 kernels (device='tensorrt')"),
                     "trt_cache": Option((str, Path), None, "folder for the TensorRT EP's engine and timing caches")}
-    _in: list[TensorSpec] | None = None
-    _out: list[TensorSpec] | None = None
 
     def _load_impl(self) -> None:
         try:
@@ -167,19 +168,6 @@ class OrtSession(Session):
 
     def _close_impl(self) -> None:
         self._sess = None
-        self._in = self._out = None
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        if self._in is None:
-            self.load()
-        return list(self._in or [])
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        if self._out is None:
-            self.load()
-        return list(self._out or [])
 
 
 def doctor_detail() -> str:

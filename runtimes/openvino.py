@@ -44,8 +44,6 @@ class OpenVINOSession(Session):
 
     backend = "openvino"
     option_specs = {"precision": Option(str, "fp32", "inference precision: fp32, bf16 or fp16")}
-    _in: list[TensorSpec] | None = None
-    _out: list[TensorSpec] | None = None
 
     def _load_impl(self) -> None:
         try:
@@ -109,19 +107,6 @@ class OpenVINOSession(Session):
     def _close_impl(self) -> None:
         self._pool.clear()
         self._compiled = None
-        self._in = self._out = None
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        if self._in is None:
-            self.load()
-        return list(self._in or [])
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        if self._out is None:
-            self.load()
-        return list(self._out or [])
 
 
 def doctor_detail() -> str:

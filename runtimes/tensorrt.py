@@ -115,8 +115,6 @@ class TensorRTSession(Session):
     option_specs = {"cuda_graph": Option(bool, False, "capture and replay a CUDA graph per input shape"),
                     "rebuild": Option(bool, False, "rebuild an engine made for another GPU/TensorRT from its ONNX"),
                     "max_contexts": Option(int, None, "most execution contexts kept for concurrent runs")}
-    _in: list[TensorSpec] | None = None
-    _out: list[TensorSpec] | None = None
 
     def _load_impl(self) -> None:
         trt = import_tensorrt()
@@ -293,19 +291,6 @@ class TensorRTSession(Session):
         for slot in self._pool.clear():
             slot.free()
         self._engine = self._runtime = None
-        self._in = self._out = None
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        if self._in is None:
-            self.load()
-        return list(self._in or [])
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        if self._out is None:
-            self.load()
-        return list(self._out or [])
 
 
 def doctor_detail() -> str:

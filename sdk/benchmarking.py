@@ -7,6 +7,7 @@ Example::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,42 @@ def _reference(path: Path, manifest: dict[str, Any]) -> Any:
     return load_reference_set(verify_entry(path, info))
 
 
+@dataclass
+class _Dir:
+    """What one path contributes: the files to time (with their manifest entries) and how to check them."""
+
+    todo: list[tuple[Path, dict[str, Any]]]
+    ref: Any = None
+    metric: str | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def _plan(p: Path, backend: str, skipped: list[dict[str, Any]]) -> _Dir:
+    """A file is timed as it is; a directory's artifacts are verified first (sha256), those no backend here
+    runs are listed as skipped, and its reference set, metric and traced sizes come along."""
+    from edgesdk.runtimes.registry import unrunnable_reason
+
+    from .manifest import read_manifest, verify_entry
+
+    if not p.is_dir():
+        return _Dir([(p, {})])
+    manifest = read_manifest(p)
+    todo = []
+    for e in manifest["artifacts"]:
+        if not isinstance(e, dict):
+            raise ArtifactError(f"{p / 'manifest.json'} has an artifact entry that is not an object",
+                                found=repr(e)[:100], hint="copy the directory again or re-run compress")
+        why = unrunnable_reason(e.get("format"), backend)
+        if why:
+            skipped.append({"artifact": e.get("name"), "path": str(p / str(e.get("path"))), "reason": why})
+        else:
+            todo.append((verify_entry(p, e), e))  # refuse changed files before timing anything
+    model = manifest.get("model") or {}
+    sizes = {sym: d["traced"] for sym, d in (model.get("dynamic_dims") or {}).items()
+             if isinstance(d, dict) and isinstance(d.get("traced"), int)}  # timed at the traced size
+    return _Dir(todo, _reference(p, manifest), model.get("metric"), sizes)
+
+
 def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: int | None = None,
                     batches: tuple[int, ...] = (1,), warmup: int = 10, iterations: int = 100,
                     duration_s: float | None = None, device: str = "auto",
@@ -40,70 +77,62 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
     this device (``device_check`` in each result row). Artifacts no backend here can run are
     listed under ``skipped`` instead of failing the whole run.
     """
-    from edgesdk.runtimes import benchmark, detect_format, load
+    from edgesdk.runtimes import detect_format, load
     from edgesdk.runtimes.fingerprint import device_fingerprint
-    from edgesdk.runtimes.registry import unrunnable_reason
-
-    from .manifest import read_manifest, verify_entry
 
     from .reference import check_artifact
 
+    say = progress or (lambda _msg: None)
     results: list[dict[str, Any]] = []
     artifacts: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    timing = {"warmup": warmup, "iterations": iterations, "duration_s": duration_s,
+              "on_progress": getattr(progress, "count", None)}
     for p in map(Path, paths):
-        if p.is_dir():
-            manifest = read_manifest(p)
-            entries = manifest["artifacts"]
-            todo = []
-            for e in entries:
-                if not isinstance(e, dict):
-                    raise ArtifactError(f"{p / 'manifest.json'} has an artifact entry that is not an object",
-                                        found=repr(e)[:100], hint="copy the directory again or re-run compress")
-                why = unrunnable_reason(e.get("format"), backend)
-                if why:
-                    skipped.append({"artifact": e.get("name"), "path": str(p / str(e.get("path"))), "reason": why})
-                else:
-                    todo.append((verify_entry(p, e), e))  # refuse changed files before timing anything
-            ref = _reference(p, manifest)
-            metric = (manifest.get("model") or {}).get("metric")
-            sizes = {sym: d["traced"] for sym, d in ((manifest.get("model") or {}).get("dynamic_dims") or {}).items()
-                     if isinstance(d, dict) and isinstance(d.get("traced"), int)}  # timed at the traced size
-        else:
-            todo, ref, metric, sizes = [(p, {})], None, None, {}
-        for file, entry in todo:
+        plan = _plan(p, backend, skipped)
+        for file, entry in plan.todo:
             engine = {"rebuild": True} if rebuild and detect_format(file) == "engine" else {}
             with load(file, backend=backend, threads=threads, device=device, isolate=isolate, **engine) as sess:
                 check = None
-                if ref is not None and entry:
-                    if progress:
-                        progress(f"checking {file.name} ({sess.backend}) against the stored reference set")
-                    check = check_artifact(sess, ref, entry, metric)
+                if plan.ref is not None and entry:
+                    say(f"checking {file.name} ({sess.backend}) against the stored reference set")
+                    check = check_artifact(sess, plan.ref, entry, plan.metric)
                 for batch in batches:
-                    if progress:
-                        progress(f"benchmarking {file.name} ({sess.backend}) at batch {batch}")
-                    try:
-                        r = benchmark(sess, batch=batch, warmup=warmup, iterations=iterations, duration_s=duration_s,
-                                      on_progress=getattr(progress, "count", None), sizes=sizes)
-                    except FeedError as e:  # e.g. a fixed-batch artifact at another batch: the rest still runs
-                        skipped.append({"artifact": entry.get("name", file.name), "path": str(file), "batch": batch,
-                                        "reason": e.what})
-                        continue
-                    r.update(artifact=entry.get("name", file.name), path=str(file),
-                             format=entry.get("format", file.suffix.lstrip(".")),
-                             precision=entry.get("precision", "unknown"), size_bytes=file.stat().st_size,
-                             accuracy=entry.get("accuracy"),
-                             parity_passed=(entry.get("parity") or {}).get("passed"),
-                             speedup_vs_baseline=None)
-                    if check is not None:
-                        r["device_check"] = check
-                        if check["parity"] is not None:
-                            r["parity_passed"] = check["parity"]["passed"]
-                        if check["accuracy"] is not None:
-                            r["accuracy"] = check["accuracy"]
-                    results.append(r)
+                    say(f"benchmarking {file.name} ({sess.backend}) at batch {batch}")
+                    r = _time(sess, file, entry, batch, timing, plan.sizes, skipped)
+                    if r is not None:
+                        results.append(_with_check(r, check))
             if entry:
                 artifacts.append(entry)
     report = build_report(device=device_fingerprint(), results=results, artifacts=artifacts)
     report["skipped"] = skipped
     return report
+
+
+def _time(sess: Any, file: Path, entry: dict[str, Any], batch: int, timing: dict[str, Any], sizes: dict[str, int],
+          skipped: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One result row (runtimes.bench's loop), or None with a skipped entry (a fixed-batch artifact at
+    another batch: the rest still runs)."""
+    from edgesdk.runtimes import benchmark
+
+    try:
+        r = benchmark(sess, batch=batch, sizes=sizes, **timing)
+    except FeedError as e:
+        skipped.append({"artifact": entry.get("name", file.name), "path": str(file), "batch": batch, "reason": e.what})
+        return None
+    r.update(artifact=entry.get("name", file.name), path=str(file), format=entry.get("format", file.suffix.lstrip(".")),
+             precision=entry.get("precision", "unknown"), size_bytes=file.stat().st_size,
+             accuracy=entry.get("accuracy"), parity_passed=(entry.get("parity") or {}).get("passed"),
+             speedup_vs_baseline=None)
+    return r
+
+
+def _with_check(r: dict[str, Any], check: dict[str, Any] | None) -> dict[str, Any]:
+    """The row with the on-device re-check: its parity and task metric replace the workstation's."""
+    if check is not None:
+        r["device_check"] = check
+        if check["parity"] is not None:
+            r["parity_passed"] = check["parity"]["passed"]
+        if check["accuracy"] is not None:
+            r["accuracy"] = check["accuracy"]
+    return r

@@ -20,8 +20,6 @@ _TYPES = {1: "float32", 7: "int64"}
 class NumpySession(Session):
     backend = "toy-numpy"
     option_specs = {"strict": Option(bool, True, "refuse graphs with ops it does not know")}
-    _in: list[TensorSpec] | None = None
-    _out: list[TensorSpec] | None = None
 
     def _load_impl(self) -> None:
         import onnx
@@ -46,18 +44,3 @@ class NumpySession(Session):
         for op, ins, out in self._nodes:
             values[out] = _OPS[op](*(values[i] for i in ins)).astype(np.float32)
         return {o.name: values[o.name] for o in self._out or []}
-
-    def _close_impl(self) -> None:
-        self._in = self._out = None
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        if self._in is None:
-            self.load()
-        return list(self._in or [])
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        if self._out is None:
-            self.load()
-        return list(self._out or [])
