@@ -1,6 +1,8 @@
 """Shared fixtures: a trained digits model directory (real data, trained once per session)."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,16 +32,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs the tensorrt package (pip install 'edgesdk[tensorrt]')"))
 
 
+def train_example(script: Path, out: Path, *args: str) -> dict:
+    """Run an example's train.py as its own process and return its train_summary.json.
+
+    Every example has its own `train` and `model` modules; importing two of them into one interpreter
+    would hand the second the first one's (sys.modules caches by name), so each trains in a process.
+    """
+    proc = subprocess.run([sys.executable, str(script), "--out", str(out), *args], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads((out / "train_summary.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train the digits example briefly and return its directory (weights, calib.npz, eval.npz)."""
-    sys.path.insert(0, str(ROOT / "examples" / "digits"))
-    try:
-        import train  # examples/digits/train.py
-    finally:
-        sys.path.pop(0)
     out = tmp_path_factory.mktemp("digits")
-    train.train(out, epochs=15, seed=0)
+    train_example(ROOT / "examples" / "digits" / "train.py", out, "--epochs", "15", "--seed", "0")
     return out
 
 

@@ -91,3 +91,32 @@ def test_preprocess_without_images_is_refused(digits_dir, tmp_path):
         "compress", f"{DIGITS_MODEL}:build", "--input", "x:1x1x8x8", "--calib", str(digits_dir / "calib.npz"),
         "--preprocess", "size=8x8", "-o", str(tmp_path / "o")])
     assert res.exit_code != 0 and "applies to a calibration directory of images" in res.output
+
+
+def test_a_folder_of_arrays_with_a_stray_image_uses_the_arrays(tmp_path):
+    from edgesdk.compress.calibration import image_preprocess, load_calibration
+
+    ex = {"x": np.zeros((1, 1, 8, 8), np.float32)}
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32))
+    PIL.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "preview.png")
+    spec = image_preprocess(tmp_path, ex, None)
+    data, desc = load_calibration(tmp_path, ex, preprocess=spec)
+    assert spec is None and data["x"].shape == (40, 1, 8, 8) and "40 samples" in desc
+
+
+def test_image_calibration_casts_to_the_input_dtype(tmp_path):
+    from edgesdk.compress.calibration import image_preprocess, load_calibration
+
+    for i in range(3):
+        PIL.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    for dtype, spec in ((np.float16, None), (np.uint8, "scale=1")):
+        ex = {"x": np.zeros((1, 1, 8, 8), dtype)}
+        data, _ = load_calibration(tmp_path, ex, preprocess=image_preprocess(tmp_path, ex, spec))
+        assert data["x"].dtype == dtype
+    assert sorted(np.unique(data["x"]).tolist()) == [0, 60, 120]
+
+
+def test_16_bit_grey_images_are_rescaled_not_clipped(tmp_path):
+    PIL.fromarray(np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)).save(tmp_path / "g16.png")
+    x = ImagePreprocess.parse("resize=stretch", (1, 1, 8, 8)).load(tmp_path / "g16.png")
+    assert len(np.unique(x)) > 32 and x.min() == 0 and abs(x.max() - 1.0) < 1e-6

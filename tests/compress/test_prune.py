@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import edgesdk
 from edgesdk.compress.prune import load_pruned, prune_model, save_pruned
@@ -284,3 +285,53 @@ def test_recover_matches_every_output_of_dict_and_tuple_models(as_dict):
     names = ["scores", "boxes"] if as_dict else ["output[0]", "output[1]"]
     assert info["distilled_output"] == names[0] and info["distilled_outputs"] == names
     assert box_error() < 0.5 * err0  # the box head is matched too, not only the primary output
+
+
+class BnNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean((2, 3)))
+
+
+def test_taylor_importance_leaves_batchnorm_statistics_alone():
+    model = BnNet().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    data = {"x": np.random.default_rng(0).random((16, 3, 8, 8), dtype=np.float32)}
+    prune_model(model, {"x": torch.rand(1, 3, 8, 8)}, ratio=0.5, importance="taylor", round_to=None,
+                data=data, protect=("body.0", "body.3"))  # nothing prunable: only the importance pass runs
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not model.training
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(16, 8)
+        self.mid = nn.Linear(8, 8)
+        self.lm_head = nn.Linear(8, 16, bias=False)
+        self.lm_head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(torch.relu(self.mid(self.emb(ids))))
+
+
+def test_tied_weights_save_and_reload(tmp_path):
+    model = Tied().eval()
+    save_pruned(model, tmp_path / "m")
+    again = load_pruned(Tied(), tmp_path / "m")
+    ids = torch.randint(0, 16, (2, 5))
+    assert torch.equal(again(ids), model(ids))
+
+
+def test_recovery_labels_outside_the_classes_are_an_input_error():
+    teacher, student = build("Residual"), build("Residual")
+    x = make_inputs("Residual", 8)["x"].numpy()
+    classes = teacher(torch.from_numpy(x[:1])).shape[1]
+    with pytest.raises(InputError, match=f"0 <= labels < {classes}"):
+        recover(student, teacher, {"x": x, "labels": np.full(8, classes)}, ["x"], steps=2)
+    assert not student.training

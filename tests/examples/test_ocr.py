@@ -3,14 +3,13 @@ TFLite in FP32 and INT8 with a character-error-rate budget, then re-checked from
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from edgesdk.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_example
 
 pytestmark = pytest.mark.slow
 OCR = ROOT / "examples" / "ocr"
@@ -18,14 +17,8 @@ OCR = ROOT / "examples" / "ocr"
 
 @pytest.fixture(scope="module")
 def ocr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sys.path.insert(0, str(OCR))
-    try:
-        import train  # examples/ocr/train.py
-    finally:
-        sys.path.pop(0)
-        sys.modules.pop("train", None)  # the digits example has a train module too
     out = tmp_path_factory.mktemp("ocr")
-    summary = train.train(out, steps=500, seed=0)
+    summary = train_example(OCR / "train.py", out, "--steps", "500", "--seed", "0")
     assert summary["heldout_cer"] < 10, summary  # it really reads the lines
     return out
 
