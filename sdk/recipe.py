@@ -48,6 +48,49 @@ def backend_choices() -> tuple[str, ...]:
 TRT_HARDWARE_COMPATIBILITY = ("none", "ampere_plus")
 
 
+@dataclass(frozen=True)
+class _Bound:
+    """A numeric range a field (or each element of a list field) must lie in."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def holds(self, v: float) -> bool:
+        return ((self.lo is None or (v > self.lo if self.open_lo else v >= self.lo))
+                and (self.hi is None or (v < self.hi if self.open_hi else v <= self.hi)))
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.open_lo else '>='} {self.lo}"
+        return f"in {'(' if self.open_lo else '['}{self.lo}, {self.hi}{')' if self.open_hi else ']'}"
+
+
+_AT_LEAST_0, _AT_LEAST_1, _POSITIVE = _Bound(0), _Bound(1), _Bound(0, open_lo=True)
+_COSINE, _RATIO = _Bound(0, 1, open_lo=True), _Bound(0, 1, open_lo=True, open_hi=True)
+Choices = Union[tuple[str, ...], Callable[[], tuple[str, ...]]]
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
+            option: str | None = None, aliases: tuple[str, ...] = (), bound: _Bound | None = None,
+            choices: Choices | None = None, noun: str | None = None, sep: str | None = None,
+            hint: str | None = None, non_empty: bool = False, colon: bool = False) -> Any:
+    """A recipe field with everything the checks and the flat options need, in one place.
+
+    option: the flat name for ``compress(**options)`` (default: the field name); aliases: other names for the
+    same field; bound: the range its value (each element, for lists) must lie in (None always passes where the
+    type allows it); choices/noun: the allowed values and what one is called; sep: the separator of a list
+    given as one string ("onnx,tflite", "1:8:32"); hint: advice added to errors about the field; non_empty: a
+    list that may not be empty; colon: values written with colons, which YAML 1.1 may read as base 60.
+    """
+    meta = {"option": option, "aliases": aliases, "bound": bound, "choices": choices, "noun": noun, "sep": sep,
+            "hint": hint, "non_empty": non_empty, "colon": colon}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 class _Section:
     """Base of the recipe sections: coerce and check every field on construction (and on ``replace``)."""
 
@@ -59,103 +102,118 @@ class _Section:
 class ParityConfig(_Section):
     """Parity gate settings; tolerances default per precision (see edgesdk.parity)."""
 
-    atol: float | None = None
-    rtol: float | None = None
-    min_cosine: float | None = None
-    batches: int = 16
-    batch_size: int = 4
-    allow_mismatch: bool = False
-    seed: int = 0
+    atol: float | None = setting(None, bound=_AT_LEAST_0)
+    rtol: float | None = setting(None, bound=_AT_LEAST_0)
+    min_cosine: float | None = setting(None, option="parity_min_cosine", bound=_COSINE)
+    batches: int = setting(16, option="parity_batches", bound=_AT_LEAST_1)
+    batch_size: int = setting(4, option="parity_batch_size", bound=_AT_LEAST_1)
+    allow_mismatch: bool = setting(False)
+    seed: int = setting(0, bound=_AT_LEAST_0)
 
 
 @dataclass(frozen=True)
 class BenchmarkConfig(_Section):
     """Benchmark settings used after every artifact is written."""
 
-    enabled: bool = True
-    batches: tuple[int, ...] = (1,)
-    threads: int | None = None
-    warmup: int = 10
-    iterations: int = 100
-    duration_s: float | None = None
-    backends: tuple[str, ...] = ("auto",)  # every artifact is verified and timed on each backend that can run it
+    enabled: bool = setting(True, option="benchmark")
+    batches: tuple[int, ...] = setting((1,), bound=_AT_LEAST_1, sep=",", non_empty=True)
+    threads: int | None = setting(None, bound=_AT_LEAST_1, hint="leave it out to let the backend choose")
+    warmup: int = setting(10, bound=_AT_LEAST_0)
+    iterations: int = setting(100, bound=_AT_LEAST_1)
+    duration_s: float | None = setting(None, bound=_POSITIVE)
+    # every artifact is verified and timed on each backend that can run it
+    backends: tuple[str, ...] = setting(("auto",), choices=backend_choices, noun="backend", sep=",", non_empty=True)
 
 
 @dataclass(frozen=True)
 class ExportConfig(_Section):
     """Export settings (ONNX, and the TFLite input layout)."""
 
-    opset: int = 18
-    exporter: str = "auto"
-    simplify: bool = True
-    dynamic_batch: bool = True
+    opset: int = setting(18, bound=_Bound(7, 23), hint="the default is 18")
+    exporter: str = setting("auto", choices=EXPORTERS, noun="exporter")
+    simplify: bool = setting(True)
+    dynamic_batch: bool = setting(True)
     # TFLite: take image-like inputs channels-last (N,H,W,C), as mobile camera pipelines produce them
-    tflite_channels_last: bool = False
+    tflite_channels_last: bool = setting(False)
     # input -> axes (or axis -> symbol) kept dynamic besides the batch, e.g. {x: [2, 3]} or {x: {2: H, 3: W}}
-    dynamic_dims: dict[str, Any] = field(default_factory=dict)
-    dynamic_sequence: bool = True  # the sequence axis of token-id inputs (integer (N, L)) is dynamic
+    dynamic_dims: dict[str, Any] = setting(factory=dict)
+    dynamic_sequence: bool = setting(True)  # the sequence axis of token-id inputs (integer (N, L)) is dynamic
 
 
 @dataclass(frozen=True)
 class QuantizeConfig(_Section):
     """Quantization of the ONNX artifact (onnxruntime.quantization)."""
 
-    mode: str = "none"  # none | fp16 | int8 | int8-dynamic
-    calib_method: str = "minmax"  # minmax | entropy | percentile
-    per_channel: bool = True
-    target: str = "auto"  # auto | cpu | tensorrt: picks activation/weight types
-    calib_samples: int = 256
-    exclude: tuple[str, ...] = ()  # node names kept in float
-    max_accuracy_drop: float | None = None  # points; needs labelled eval data
-    min_cosine: float | None = None  # label-free budget against the FP32 model
+    mode: str = setting("none", option="quantize", choices=QUANT_MODES, noun="quantize mode")
+    calib_method: str = setting("minmax", choices=CALIB_METHODS, noun="calibration method")
+    per_channel: bool = setting(True)
+    # auto | cpu | tensorrt: picks activation/weight types
+    target: str = setting("auto", option="quant_target", choices=QUANT_TARGETS, noun="quantization target")
+    calib_samples: int = setting(256, bound=_AT_LEAST_1)
+    exclude: tuple[str, ...] = setting((), option="quant_exclude")  # node names kept in float
+    # points of the task metric; needs labelled eval data
+    max_accuracy_drop: float | None = setting(None, aliases=("max_metric_drop",), bound=_AT_LEAST_0)
+    # label-free budget against the FP32 model (the CLI's --min-cosine)
+    min_cosine: float | None = setting(None, aliases=("min_cosine_budget",), bound=_COSINE)
 
 
 @dataclass(frozen=True)
 class PruneConfig(_Section):
     """Pruning of the PyTorch model before export (Torch-Pruning)."""
 
-    ratio: float | None = None  # 0 < r < 1; None: no pruning
-    ratio_max: float | None = None  # with ratio: search the largest ratio in [ratio, ratio_max] under the budget
-    method: str = "channel"  # channel | unstructured | 2:4
-    importance: str = "l1"  # l1 | l2 | bn | taylor
-    target_macs: int | None = None
-    protect: tuple[str, ...] = ()
-    round_to: int | None = 8
-    global_pruning: bool = False
-    recover: bool = True
-    recover_steps: int = 1000
-    recover_lr: float = 3e-3
-    max_accuracy_drop: float | None = None  # metric points, needs labelled eval data: the ratio search's budget,
-    # or with a fixed ratio the most the pruned model may lose (default 2 points when labels are given)
-    min_cosine: float | None = None  # label-free: least cosine vs the original model (default 0.95)
+    ratio: float | None = setting(None, option="prune", bound=_RATIO,  # 0 < r < 1; None: no pruning
+                                  hint="e.g. --prune 0.5 or a range --prune 0.3:0.7 (recipe: ratio: 0.3, ratio_max: 0.7)")
+    # with ratio: search the largest ratio in [ratio, ratio_max] under the budget
+    ratio_max: float | None = setting(None, option="prune_max", bound=_RATIO, hint="e.g. --prune 0.3:0.7")
+    method: str = setting("channel", option="prune_method", choices=PRUNE_METHODS, noun="pruning method", colon=True)
+    importance: str = setting("l1", option="prune_importance", choices=PRUNE_IMPORTANCES, noun="pruning importance")
+    target_macs: int | None = setting(None, option="prune_target_macs", bound=_AT_LEAST_1)
+    protect: tuple[str, ...] = setting((), option="prune_protect")
+    round_to: int | None = setting(8, option="prune_round_to", bound=_AT_LEAST_1)
+    global_pruning: bool = setting(False, option="prune_global")
+    recover: bool = setting(True)
+    recover_steps: int = setting(1000, bound=_AT_LEAST_0)
+    recover_lr: float = setting(3e-3, bound=_POSITIVE)
+    # metric points, needs labelled eval data: the ratio search's budget, or with a fixed ratio the most the
+    # pruned model may lose (default 2 points when labels are given)
+    max_accuracy_drop: float | None = setting(None, option="prune_max_accuracy_drop", bound=_AT_LEAST_0)
+    # label-free: least cosine vs the original model (default 0.95)
+    min_cosine: float | None = setting(None, option="prune_min_cosine", bound=_COSINE)
 
 
 @dataclass(frozen=True)
 class EvalConfig(_Section):
     """The task metric every artifact is measured with on labelled eval data, and budgets read (points)."""
 
-    metric: str = "auto"  # auto (top-1 on class-id labels) | top1 | top5 | cer | miou | multilabel_f1 | file.py:fn
+    # auto (top-1 on class-id labels) | top1 | top5 | cer | miou | multilabel_f1 | file.py:fn
+    metric: str = setting("auto")
 
 
 @dataclass(frozen=True)
 class TensorRTConfig(_Section):
     """TensorRT engine builds from the ONNX artifacts (target ``tensorrt``)."""
 
-    batch: tuple[int, ...] = ()  # (min, opt, max) of the dynamic batch; () = 1, the largest benchmark batch, 64+
-    workspace_mb: int = 1024
-    sparse_weights: bool = False  # 2:4 sparse kernels (prune with --prune-method 2:4 first)
-    dla_core: int | None = None  # Jetson DLA core, GPU fallback on
-    optimization_level: int | None = None  # builder optimization level 0..5
-    version_compatible: bool = False
-    hardware_compatibility: str = "none"  # none | ampere_plus
-    shapes: dict[str, Any] = field(default_factory=dict)  # input -> [min, opt, max] shapes for other dynamic dims
+    # (min, opt, max) of the dynamic batch; () = 1, the largest benchmark batch, 64+
+    batch: tuple[int, ...] = setting((), option="trt_batch", bound=_AT_LEAST_1, sep=":", colon=True,
+                                     hint='MIN:OPT:MAX, e.g. batch: [1, 8, 32] or batch: "1:8:32"')
+    workspace_mb: int = setting(1024, option="trt_workspace_mb", bound=_AT_LEAST_1)
+    # 2:4 sparse kernels (prune with --prune-method 2:4 first)
+    sparse_weights: bool = setting(False, option="trt_sparse")
+    dla_core: int | None = setting(None, option="trt_dla_core", bound=_AT_LEAST_0)  # Jetson DLA core, GPU fallback
+    optimization_level: int | None = setting(None, option="trt_optimization_level", bound=_Bound(0, 5))
+    version_compatible: bool = setting(False, option="trt_version_compatible")
+    hardware_compatibility: str = setting("none", option="trt_hardware_compatibility",
+                                          choices=TRT_HARDWARE_COMPATIBILITY, noun="TensorRT hardware compatibility")
+    # input -> [min, opt, max] shapes for other dynamic dims
+    shapes: dict[str, Any] = setting(factory=dict, option="trt_shapes")
 
 
 @dataclass(frozen=True)
 class Recipe:
     """What a compress run does. Build it from flags, YAML or code; it is data."""
 
-    targets: tuple[str, ...] = ("onnx",)
+    targets: tuple[str, ...] = setting(("onnx",), choices=KNOWN_TARGETS, noun="target", sep=",", non_empty=True,
+                                       hint="fix --targets or 'targets:' in the recipe, e.g. targets: [onnx, tflite]")
     export: ExportConfig = field(default_factory=ExportConfig)
     parity: ParityConfig = field(default_factory=ParityConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
@@ -341,62 +399,6 @@ def _lists(obj: Any) -> Any:
     return obj
 
 
-# Flat option names accepted by ``edgesdk.compress(**options)`` and mapped onto recipe sections.
-FLAT_OPTIONS: dict[str, tuple[str, str]] = {
-    "opset": ("export", "opset"),
-    "tflite_channels_last": ("export", "tflite_channels_last"),
-    "exporter": ("export", "exporter"),
-    "simplify": ("export", "simplify"),
-    "dynamic_batch": ("export", "dynamic_batch"),
-    "atol": ("parity", "atol"),
-    "rtol": ("parity", "rtol"),
-    "min_cosine": ("parity", "min_cosine"),
-    "allow_mismatch": ("parity", "allow_mismatch"),
-    "parity_batches": ("parity", "batches"),
-    "parity_batch_size": ("parity", "batch_size"),
-    "seed": ("parity", "seed"),
-    "benchmark": ("benchmark", "enabled"),
-    "batches": ("benchmark", "batches"),
-    "threads": ("benchmark", "threads"),
-    "warmup": ("benchmark", "warmup"),
-    "iterations": ("benchmark", "iterations"),
-    "duration_s": ("benchmark", "duration_s"),
-    "backends": ("benchmark", "backends"),
-    "quantize": ("quantize", "mode"),
-    "calib_method": ("quantize", "calib_method"),
-    "per_channel": ("quantize", "per_channel"),
-    "quant_target": ("quantize", "target"),
-    "calib_samples": ("quantize", "calib_samples"),
-    "quant_exclude": ("quantize", "exclude"),
-    "max_accuracy_drop": ("quantize", "max_accuracy_drop"),
-    "min_cosine_budget": ("quantize", "min_cosine"),
-    "prune": ("prune", "ratio"),
-    "prune_max": ("prune", "ratio_max"),
-    "prune_method": ("prune", "method"),
-    "prune_importance": ("prune", "importance"),
-    "prune_target_macs": ("prune", "target_macs"),
-    "prune_protect": ("prune", "protect"),
-    "prune_round_to": ("prune", "round_to"),
-    "recover": ("prune", "recover"),
-    "recover_steps": ("prune", "recover_steps"),
-    "recover_lr": ("prune", "recover_lr"),
-    "prune_max_accuracy_drop": ("prune", "max_accuracy_drop"),
-    "prune_min_cosine": ("prune", "min_cosine"),
-    "dynamic_dims": ("export", "dynamic_dims"),
-    "dynamic_sequence": ("export", "dynamic_sequence"),
-    "metric": ("eval", "metric"),
-    "max_metric_drop": ("quantize", "max_accuracy_drop"),
-    "trt_batch": ("tensorrt", "batch"),
-    "trt_workspace_mb": ("tensorrt", "workspace_mb"),
-    "trt_sparse": ("tensorrt", "sparse_weights"),
-    "trt_dla_core": ("tensorrt", "dla_core"),
-    "trt_optimization_level": ("tensorrt", "optimization_level"),
-    "trt_version_compatible": ("tensorrt", "version_compatible"),
-    "trt_hardware_compatibility": ("tensorrt", "hardware_compatibility"),
-    "trt_shapes": ("tensorrt", "shapes"),
-}
-
-
 def apply_options(recipe: Recipe, **options: Any) -> Recipe:
     """Override recipe fields with flat options, e.g. ``apply_options(r, opset=17, benchmark=False)``.
 
@@ -426,64 +428,37 @@ _SECTIONS: dict[str, type] = {"export": ExportConfig, "parity": ParityConfig, "b
 _SECTION_NAMES: dict[type, str] = {cls: name for name, cls in _SECTIONS.items()}
 
 
-@dataclass(frozen=True)
-class _Bound:
-    """A numeric range a field (or each element of a list field) must lie in."""
 
-    lo: float | None = None
-    hi: float | None = None
-    open_lo: bool = False
-    open_hi: bool = False
-
-    def holds(self, v: float) -> bool:
-        return ((self.lo is None or (v > self.lo if self.open_lo else v >= self.lo))
-                and (self.hi is None or (v < self.hi if self.open_hi else v <= self.hi)))
-
-    def __str__(self) -> str:
-        if self.hi is None:
-            return f"{'>' if self.open_lo else '>='} {self.lo}"
-        return f"in {'(' if self.open_lo else '['}{self.lo}, {self.hi}{')' if self.open_hi else ']'}"
+def _field_specs() -> dict[str, Mapping[str, Any]]:
+    """"section.field" (and "targets") -> the field's metadata, read from the dataclass fields."""
+    specs: dict[str, Mapping[str, Any]] = {"targets": next(f for f in fields(Recipe) if f.name == "targets").metadata}
+    for name, cls in _SECTIONS.items():
+        specs.update({f"{name}.{f.name}": f.metadata for f in fields(cls)})
+    return specs
 
 
-_AT_LEAST_0, _AT_LEAST_1, _POSITIVE = _Bound(0), _Bound(1), _Bound(0, open_lo=True)
-_COSINE, _RATIO = _Bound(0, 1, open_lo=True), _Bound(0, 1, open_lo=True, open_hi=True)
+def _flat_options() -> dict[str, tuple[str, str]]:
+    """Flat option name -> (section, field), derived from the fields; a name can mean one field only."""
+    options: dict[str, tuple[str, str]] = {}
+    for name, cls in _SECTIONS.items():
+        for f in fields(cls):
+            for option in (f.metadata.get("option") or f.name, *f.metadata.get("aliases", ())):
+                if option in options or option == "targets":
+                    raise AssertionError(f"option {option!r} would name both {options.get(option)} and "
+                                         f"{name}.{f.name}; give one of them option=...")
+                options[option] = (name, f.name)
+    return options
 
-# section.field -> the range its value (each element, for lists) must lie in; None is always allowed where typed so
-_BOUNDS: dict[str, _Bound] = {
-    "export.opset": _Bound(7, 23),
-    "parity.atol": _AT_LEAST_0, "parity.rtol": _AT_LEAST_0, "parity.min_cosine": _COSINE,
-    "parity.batches": _AT_LEAST_1, "parity.batch_size": _AT_LEAST_1, "parity.seed": _AT_LEAST_0,
-    "benchmark.batches": _AT_LEAST_1, "benchmark.threads": _AT_LEAST_1, "benchmark.warmup": _AT_LEAST_0,
-    "benchmark.iterations": _AT_LEAST_1, "benchmark.duration_s": _POSITIVE,
-    "quantize.calib_samples": _AT_LEAST_1, "quantize.max_accuracy_drop": _AT_LEAST_0, "quantize.min_cosine": _COSINE,
-    "prune.ratio": _RATIO, "prune.ratio_max": _RATIO, "prune.target_macs": _AT_LEAST_1,
-    "prune.round_to": _AT_LEAST_1, "prune.recover_steps": _AT_LEAST_0, "prune.recover_lr": _POSITIVE,
-    "prune.max_accuracy_drop": _AT_LEAST_0, "prune.min_cosine": _COSINE,
-    "tensorrt.batch": _AT_LEAST_1, "tensorrt.workspace_mb": _AT_LEAST_1, "tensorrt.dla_core": _AT_LEAST_0,
-    "tensorrt.optimization_level": _Bound(0, 5),
-}
-# section.field -> (what one value is called, the allowed values)
-_CHOICES: dict[str, tuple[str, "tuple[str, ...] | Callable[[], tuple[str, ...]]"]] = {
-    "targets": ("target", KNOWN_TARGETS), "export.exporter": ("exporter", EXPORTERS),
-    "benchmark.backends": ("backend", backend_choices), "quantize.mode": ("quantize mode", QUANT_MODES),
-    "quantize.calib_method": ("calibration method", CALIB_METHODS),
-    "quantize.target": ("quantization target", QUANT_TARGETS), "prune.method": ("pruning method", PRUNE_METHODS),
-    "prune.importance": ("pruning importance", PRUNE_IMPORTANCES),
-    "tensorrt.hardware_compatibility": ("TensorRT hardware compatibility", TRT_HARDWARE_COMPATIBILITY),
-}
-_NON_EMPTY = {"targets", "benchmark.batches", "benchmark.backends"}
-# list fields that also take one string of items: "onnx,tflite", "1,8", "1:8:32"
-_SEPARATORS = {"targets": ",", "benchmark.backends": ",", "benchmark.batches": ",", "tensorrt.batch": ":"}
-# advice added to errors about these fields
-_HINTS: dict[str, str] = {
-    "targets": "fix --targets or 'targets:' in the recipe, e.g. targets: [onnx, tflite]",
-    "export.opset": "the default is 18",
-    "benchmark.threads": "leave it out to let the backend choose",
-    "prune.ratio": "e.g. --prune 0.5 or a range --prune 0.3:0.7 (recipe: ratio: 0.3, ratio_max: 0.7)",
-    "prune.ratio_max": "e.g. --prune 0.3:0.7",
-    "tensorrt.batch": 'MIN:OPT:MAX, e.g. batch: [1, 8, 32] or batch: "1:8:32"',
-}
-_COLON_FIELDS = {"prune.method", "tensorrt.batch"}  # values written with colons, which YAML 1.1 may read as base 60
+
+_SPECS = _field_specs()
+# Flat option names accepted by ``edgesdk.compress(**options)`` (and ``targets``), each naming one field
+FLAT_OPTIONS: dict[str, tuple[str, str]] = _flat_options()
+
+
+def _spec(where: str, key: str) -> Any:
+    return _SPECS.get(where, {}).get(key)
+
+
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # PyYAML leaves 1e-3 (no dot) a string
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
@@ -504,13 +479,13 @@ def _normalize(section: Any, name: str) -> None:
 
 def _bad(where: str, what: str, value: Any, expected: str) -> InputError:
     hint = None
-    if where in _COLON_FIELDS and type(value) is int and value >= 60:  # YAML 1.1: unquoted 2:4 is 124
+    if _spec(where, "colon") and type(value) is int and value >= 60:  # YAML 1.1: unquoted 2:4 is 124
         text = _base60(value)
         hint = f'quote it: "{text}" (YAML reads an unquoted {text} as the base-60 number {value})'
     elif isinstance(value, str) and expected.endswith("unquoted"):  # opset: '17', enabled: 'false'
         hint = "write the value without quotes (YAML reads a quoted value as text)"
     return InputError(f"{where} {what}", expected=expected, found=f"{value!r} ({type(value).__name__})",
-                      hint=hint or _HINTS.get(where))
+                      hint=hint or _spec(where, "hint"))
 
 
 def _base60(value: int) -> str:
@@ -567,7 +542,7 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
     if origin is tuple:
         elem = args[0]
         if isinstance(value, str):
-            sep = _SEPARATORS.get(where)
+            sep = _spec(where, "sep")
             items: list[Any] = [v.strip() for v in value.split(sep)] if sep else [value]
             if elem is int:
                 if not all(re.fullmatch(r"[-+]?\d+", v) for v in items):
@@ -593,29 +568,31 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
 def _check_value(where: str, value: Any) -> None:
     """Range and choice checks of one (already coerced) field value; None passes."""
     items = value if isinstance(value, tuple) else (value,)
-    if where in _NON_EMPTY and not items:
+    hint = _spec(where, "hint")
+    if _spec(where, "non_empty") and not items:
         raise InputError(f"{where} cannot be empty", expected=_describe_choices(where) or "at least one value",
-                         found="nothing", hint=_HINTS.get(where))
-    if where in _CHOICES:
-        noun, allowed = _CHOICES[where]
-        allowed = allowed() if callable(allowed) else allowed
+                         found="nothing", hint=hint)
+    if _spec(where, "choices") is not None:
+        allowed = _allowed(where)
         bad = [v for v in items if v not in allowed]
         if bad:
-            raise InputError(f"unknown {noun} {', '.join(map(repr, bad))} in {where}",
-                             expected=" | ".join(allowed), found=", ".join(map(str, bad)), hint=_HINTS.get(where))
-    bound = _BOUNDS.get(where)
+            raise InputError(f"unknown {_spec(where, 'noun')} {', '.join(map(repr, bad))} in {where}",
+                             expected=" | ".join(allowed), found=", ".join(map(str, bad)), hint=hint)
+    bound = _spec(where, "bound")
     if bound is not None:
         bad = [v for v in items if v is not None and not bound.holds(v)]
         if bad:
             raise InputError(f"{where} must be {bound}", expected=f"{where} {bound}",
-                             found=", ".join(map(str, bad)), hint=_HINTS.get(where))
+                             found=", ".join(map(str, bad)), hint=hint)
     if where == "tensorrt.batch" and value and (len(value) != 3 or not value[0] <= value[1] <= value[2]):
         raise InputError("tensorrt.batch must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX",
                          found=":".join(map(str, value)), hint="e.g. --trt-batch 1:8:32 or batch: [1, 8, 32]")
 
 
+def _allowed(where: str) -> tuple[str, ...]:
+    allowed = _spec(where, "choices")
+    return allowed() if callable(allowed) else allowed
+
+
 def _describe_choices(where: str) -> str | None:
-    if where not in _CHOICES:
-        return None
-    allowed = _CHOICES[where][1]
-    return " | ".join(allowed() if callable(allowed) else allowed)
+    return " | ".join(_allowed(where)) if _spec(where, "choices") is not None else None

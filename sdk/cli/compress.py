@@ -180,7 +180,7 @@ def _recipe(o: dict[str, Any], specs: list[Any]) -> Any:
     flags.update({k: False if o[v] else None for k, v in off.items()})
     flags.update({k: True if o[v] else None for k, v in on.items()})
     flags.update(dynamic_dims=_dynamic_dims(specs, o["dynamic_dims_text"]), targets=_split(o["targets"]),
-                 batches=_batches(o["batch_text"]) if o["batch_text"] else None, min_cosine_budget=o["min_cosine"],
+                 batches=_batches(o["batch_text"]) if o["batch_text"] else None, min_cosine=o["min_cosine"],
                  prune_protect=tuple(o["prune_protect"]) or None, backends=_split(o["backends_text"]),
                  trt_batch=_ints(o["trt_batch"], "--trt-batch", 3) if o["trt_batch"] else None,
                  trt_workspace_mb=o["trt_workspace"], **_prune_range(o["prune_text"]))

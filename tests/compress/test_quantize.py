@@ -81,7 +81,7 @@ def test_dynamic_int8_transformer_and_conv_warning(tmp_path):
 def test_budget_keeps_worst_layers_in_float(digits, tmp_path):
     model, calib, eval_data = digits
     res = edgesdk.compress(model, dict(EXAMPLE), out_dir=tmp_path / "o", calib_data=calib,
-                           eval_data=eval_data, quantize="int8", min_cosine_budget=0.99995, max_accuracy_drop=0.5,
+                           eval_data=eval_data, quantize="int8", min_cosine=0.99995, max_accuracy_drop=0.5,
                            benchmark=False)
     budget = res.manifest["artifacts"][1]["meta"]["budget"]
     assert budget["met"] and budget["result"]["cosine"] >= 0.99995
@@ -94,7 +94,7 @@ def test_unmeetable_budget_keeps_best_and_says_by_how_much(digits, tmp_path):
     model, calib, _ = digits
     with pytest.raises(BudgetError) as err:
         edgesdk.compress(model, dict(EXAMPLE), out_dir=tmp_path / "o", calib_data=calib,
-                         quantize="int8", min_cosine_budget=1.0, benchmark=False)
+                         quantize="int8", min_cosine=1.0, benchmark=False)
     assert "under 1.0" in str(err.value)
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     art = manifest["artifacts"][1]

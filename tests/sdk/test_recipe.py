@@ -123,10 +123,10 @@ def test_flat_options_are_coerced_like_recipe_fields():
     ({"parity_batches": 0}, "parity.batches"),
     ({"parity_batch_size": 0}, "parity.batch_size"),
     ({"seed": -1}, "parity.seed"),
-    ({"min_cosine": 0}, r"parity.min_cosine must be in \(0, 1\]"),
-    ({"min_cosine": 1.5}, "parity.min_cosine"),
+    ({"parity_min_cosine": 0}, r"parity.min_cosine must be in \(0, 1\]"),
+    ({"parity_min_cosine": 1.5}, "parity.min_cosine"),
     ({"quantize": "int8", "calib_samples": 0}, "quantize.calib_samples"),
-    ({"quantize": "int8", "min_cosine_budget": 1.01}, "quantize.min_cosine"),
+    ({"quantize": "int8", "min_cosine": 1.01}, "quantize.min_cosine"),
     ({"quantize": "int8", "max_accuracy_drop": -0.5}, "quantize.max_accuracy_drop"),
     ({"prune": 0.5, "prune_round_to": 0}, "prune.round_to"),
     ({"prune": 1.0}, "prune.ratio"),
@@ -145,7 +145,7 @@ def test_out_of_range_options(options, needle):
 
 def test_valid_edges_are_accepted():
     r = apply_options(Recipe(), threads=1, warmup=0, iterations=1, parity_batches=1, parity_batch_size=1, seed=0,
-                      min_cosine=1, quantize="int8", calib_samples=1, min_cosine_budget=1.0, max_accuracy_drop=0,
+                      parity_min_cosine=1, quantize="int8", calib_samples=1, min_cosine=1.0, max_accuracy_drop=0,
                       prune=0.5, prune_round_to=None, opset=7)
     assert r.benchmark.threads == 1 and r.prune.round_to is None and r.export.opset == 7
     assert apply_options(Recipe(), opset=23).export.opset == 23
@@ -181,10 +181,10 @@ def test_channel_pruning_by_macs_is_fine():
 
 @pytest.mark.parametrize("options, needle", [
     ({"max_accuracy_drop": 1}, "quantization budget needs --quantize int8/fp16/int8-dynamic"),
-    ({"min_cosine_budget": 0.999}, "quantization budget needs --quantize"),
-    ({"prune": 0.3, "prune_max": 0.7, "min_cosine_budget": 0.999, "max_accuracy_drop": 1}, "quantize.min_cosine"),
+    ({"min_cosine": 0.999}, "quantization budget needs --quantize"),
+    ({"prune": 0.3, "prune_max": 0.7, "min_cosine": 0.999, "max_accuracy_drop": 1}, "quantize.min_cosine"),
     ({"prune": 0.3, "prune_max": 0.7}, "a pruning range needs an accuracy budget"),
-    ({"prune": 0.3, "prune_max": 0.7, "quantize": "int8", "min_cosine_budget": 0.999}, "needs an accuracy budget"),
+    ({"prune": 0.3, "prune_max": 0.7, "quantize": "int8", "min_cosine": 0.999}, "needs an accuracy budget"),
     ({"prune_max_accuracy_drop": 1}, "prune.max_accuracy_drop is set but nothing is pruned"),
     ({"quantize": "int8", "prune_min_cosine": 0.9}, "prune.min_cosine is set but nothing is pruned"),
 ])
@@ -195,7 +195,7 @@ def test_budgets_that_would_be_ignored(options, needle):
 
 @pytest.mark.parametrize("options", [
     {"quantize": "int8", "max_accuracy_drop": 1},
-    {"quantize": "fp16", "min_cosine_budget": 0.999},
+    {"quantize": "fp16", "min_cosine": 0.999},
     {"prune": 0.3, "prune_max": 0.7, "max_accuracy_drop": 1},  # the quantization flag doubles as the search budget
     {"prune": 0.5, "max_accuracy_drop": 1},  # ... and as the most a fixed-ratio pruned model may lose
     {"prune": 0.5, "prune_min_cosine": 0.9, "dynamic_dims": {"x": [2, 3]}, "metric": "cer"},
@@ -216,3 +216,57 @@ def test_budget_errors_from_yaml(tmp_path):
     r = apply_options(_yaml(tmp_path, "quantize: {max_accuracy_drop: 1}\n"), quantize="int8").validate()
     assert r.quantize.max_accuracy_drop == 1
     assert "prune" in _yaml(tmp_path, "prune: {method: '2:4'}\n").stages
+
+
+def test_every_field_has_one_flat_option_and_each_name_means_one_field():
+    from dataclasses import fields
+
+    from edgesdk.recipe import FLAT_OPTIONS, _SECTIONS
+
+    named = {v for v in FLAT_OPTIONS.values()}
+    assert named == {(s, f.name) for s, cls in _SECTIONS.items() for f in fields(cls)}
+    assert FLAT_OPTIONS["min_cosine"] == ("quantize", "min_cosine")  # the CLI's --min-cosine
+    assert FLAT_OPTIONS["parity_min_cosine"] == ("parity", "min_cosine")
+
+
+# CLI flag (with a value) -> the value given; flags and flat options of the same name must set the same field
+_FLAG_VALUES = {"--opset": "17", "--atol": "0.01", "--rtol": "0.02", "--threads": "3", "--warmup": "4",
+                "--iterations": "9", "--quantize": "int8", "--calib-method": "entropy", "--quant-target": "cpu",
+                "--max-accuracy-drop": "1.5", "--max-metric-drop": "2.5", "--min-cosine": "0.97",
+                "--prune-method": "unstructured", "--prune-target-macs": "1000", "--prune-importance": "l2",
+                "--recover-steps": "7", "--recover-lr": "0.01", "--trt-dla-core": "1", "--metric": "top5",
+                "--exporter": "legacy", "--backends": "onnxruntime", "--targets": "onnx,tflite"}
+
+
+def _typed(text: str) -> object:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@pytest.mark.parametrize("flag", sorted(_FLAG_VALUES))
+def test_a_cli_flag_and_the_api_option_of_its_name_set_the_same_field(flag):
+    import json
+
+    from click.testing import CliRunner
+
+    from edgesdk.cli import main
+    from edgesdk.recipe import FLAT_OPTIONS
+
+    extra = ["--prune", "0.5"] if flag.startswith("--prune-method") else []
+    extra += ["--quantize", "int8"] if flag in ("--max-accuracy-drop", "--max-metric-drop", "--min-cosine",
+                                                  "--calib-method", "--quant-target") else []
+    res = CliRunner().invoke(main, ["compress", "m.py:build", "--input", "x:1x4", "--dry-run", flag,
+                                    _FLAG_VALUES[flag], *extra])
+    assert res.exit_code == 0, res.output
+    cli = json.loads(res.stdout)["recipe"]
+    name = flag[2:].replace("-", "_")
+    assert name in FLAT_OPTIONS or name == "targets", f"{flag} has no API option of the same name"
+    given = dict(zip(extra[::2], extra[1::2]))
+    api = apply_options(Recipe(), **{k[2:].replace("-", "_"): v for k, v in given.items()},
+                        **{name: _typed(_FLAG_VALUES[flag])}).to_dict()
+    for key in ("parity", "quantize", "prune", "benchmark", "export", "eval", "tensorrt", "targets"):
+        assert cli[key] == api[key], (flag, key)
