@@ -153,30 +153,41 @@ def _importance(name: str) -> Any:
             "bn": tp.importance.BNScaleImportance, "taylor": tp.importance.TaylorImportance}[name]()
 
 
-def _taylor_grads(model: Any, data: Mapping[str, Any] | None, names: list[str]) -> None:
+def _taylor_grads(model: Any, data: Mapping[str, Any] | None, names: list[str], device: str = "cpu") -> None:
     """Gradients for Taylor importance: cross-entropy on the primary output when the data has class labels
     for it, else its output energy; every other float output adds its energy, so layers that feed only
-    those (a box head, say) are not ranked unimportant for want of a gradient."""
+    those (a box head, say) are not ranked unimportant for want of a gradient. The pass runs on ``device``
+    and the model (with its gradients) is back on the CPU after it."""
     import torch
-
-    from .outputs import flat_outputs, primary_output
 
     if not data:
         raise InputError("Taylor importance needs data", expected="--calib data (labels optional)",
                          hint="or use --prune-importance l1|l2|bn")
     model.zero_grad()
-    batch = {k: torch.as_tensor(data[k][:64]) for k in names}
+    batch = {k: torch.as_tensor(data[k][:64]).to(device) for k in names}
+    model.to(device)
+    try:
+        _taylor_loss(model, batch, data).backward()
+    finally:
+        model.to("cpu")  # Module.to moves the gradients along
+
+
+def _taylor_loss(model: Any, batch: dict[str, Any], data: Mapping[str, Any]) -> Any:
+    import torch
+
+    from .outputs import flat_outputs, primary_output
+
     raw = model(*batch.values())
     out, primary = primary_output(raw)
     labels = data.get("labels") if hasattr(data, "get") else None
     if labels is not None and out.ndim == 2 and out.is_floating_point():
-        loss = torch.nn.functional.cross_entropy(out, torch.as_tensor(labels[:64]).long())
+        loss = torch.nn.functional.cross_entropy(out, torch.as_tensor(labels[:64]).long().to(out.device))
     else:
         loss = out.float().pow(2).mean()  # label-free proxy: sensitivity of the output energy
     for name, t in flat_outputs(raw).items():
         if name != primary and t.is_floating_point() and t.requires_grad:
             loss = loss + t.pow(2).mean()
-    loss.backward()
+    return loss
 
 
 def _resolve_protected(model: Any, names: tuple[str, ...]) -> list[Any]:
@@ -213,7 +224,7 @@ def _widths(model: Any) -> dict[str, int]:
 def prune_model(model: Any, example_inputs: Mapping[str, Any], *, ratio: float | None = 0.5, method: str = "channel",
                 importance: str = "l1", target_macs: int | None = None, protect: tuple[str, ...] = (),
                 round_to: int | None = 8, global_pruning: bool = False,
-                data: Mapping[str, Any] | None = None) -> PruneInfo:
+                data: Mapping[str, Any] | None = None, device: str = "cpu") -> PruneInfo:
     """Prune ``model`` in place; return what was removed. See the module docstring.
 
     The pruned model must keep its output shapes and run. Where a channel group is tied to a
@@ -230,7 +241,7 @@ def prune_model(model: Any, example_inputs: Mapping[str, Any], *, ratio: float |
         trial = copy.deepcopy(original[1]) if attempt else model
         info = _prune_once(trial, example_inputs, ratio=ratio, method=method, importance=importance,
                            target_macs=target_macs, protect=protect + extra, round_to=round_to,
-                           global_pruning=global_pruning, data=data)
+                           global_pruning=global_pruning, data=data, device=device)
         got = _shapes(trial, example_inputs)
         if got == want:
             if trial is not model:
@@ -260,7 +271,7 @@ def _adopt(model: Any, pruned: Any) -> None:
 
 def _prune_once(model: Any, example_inputs: Mapping[str, Any], *, ratio: float | None, method: str, importance: str,
                 target_macs: int | None, protect: tuple[str, ...], round_to: int | None, global_pruning: bool,
-                data: Mapping[str, Any] | None) -> PruneInfo:
+                data: Mapping[str, Any] | None, device: str = "cpu") -> PruneInfo:
     import torch
 
     if method not in METHODS:
@@ -299,7 +310,7 @@ def _prune_once(model: Any, example_inputs: Mapping[str, Any], *, ratio: float |
         prune_head_dims=False, head_pruning_ratio=(ratio or 0.5) if num_heads else 0.0)
     for _ in range(steps):
         if importance == "taylor":  # gradients in eval mode: BatchNorm statistics and dropout stay as they are
-            _taylor_grads(model, data, list(example_inputs))
+            _taylor_grads(model, data, list(example_inputs), device)
         pruner.step()
         model.zero_grad(set_to_none=True)
         if target_macs is not None:

@@ -1,32 +1,90 @@
 """Recovery after pruning: label-free knowledge distillation, labelled fine-tuning, or the user's own loop.
 
+Recovery fits the machine: ``time_budget_s`` bounds it (the first steps are timed and the schedule is
+planned for the steps that fit), and ``device`` trains on CUDA when one is there; the record says how many
+steps ran, how long one took, where, and what the budget cut.
+
 Example::
 
     info = recover(student, teacher, {"x": x_unlabelled}, steps=300, lr=1e-3)
+    info = recover(student, teacher, data, steps=1000, time_budget_s=120)   # as many as fit in 2 minutes
     info = recover(student, teacher, {"x": x, "labels": y})          # KD + cross-entropy
     info = recover(student, teacher, data, hook=my_train_loop)       # hook(model, data) -> model
 """
 from __future__ import annotations
 
+import copy
+import math
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from edgesdk.errors import InputError
+from edgesdk.recipe import TRAIN_DEVICES
 
 from .outputs import flat_outputs, primary_output
 
 RecoveryHook = Callable[[Any, Mapping[str, np.ndarray]], Any]
+TIMED_STEPS = 3  # steps timed before the rest are planned (they warm the learning rate up)
+OVERRUN = 1.5  # a run slowed down after planning stops at this multiple of the budget
+
+
+def train_device(name: str = "auto") -> str:
+    """"cpu" or "cuda" for a requested training device: auto takes CUDA when torch sees one."""
+    import torch
+
+    if name not in TRAIN_DEVICES:
+        raise InputError(f"unknown training device {name!r}", expected=" | ".join(TRAIN_DEVICES), found=name)
+    has_cuda = torch.cuda.is_available()
+    if name == "cuda" and not has_cuda:
+        raise InputError("--train-device cuda, but torch sees no CUDA device",
+                         expected="an NVIDIA GPU and a CUDA build of torch", found=f"torch {torch.__version__}",
+                         hint="use --train-device auto (CUDA when present, else the CPU) or cpu")
+    return "cuda" if name == "cuda" or (name == "auto" and has_cuda) else "cpu"
+
+
+@dataclass
+class _Plan:
+    """How many steps run: ``total`` is fixed after the first TIMED_STEPS are timed when there is a budget."""
+
+    total: int
+    budget_s: float | None
+    step_s: float | None = None
+    stopped: str | None = None
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up over the timed steps, then a cosine decay to 0 at ``total``."""
+        if step < TIMED_STEPS:
+            return (step + 1) / TIMED_STEPS
+        rest = max(self.total - TIMED_STEPS, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(step - TIMED_STEPS, rest) / rest))
+
+    def after(self, step: int, elapsed: float) -> bool:
+        """Called after each step (0-based); plans the total after the timed steps; False: stop now."""
+        if self.budget_s is None:
+            return step + 1 < self.total
+        if step + 1 == min(TIMED_STEPS, self.total):
+            self.step_s = elapsed / (step + 1)
+            fits = int(self.budget_s / self.step_s) if self.step_s > 0 else self.total
+            if fits < self.total:
+                self.total, self.stopped = max(fits, step + 1), "time budget"
+        elif TIMED_STEPS < step + 1 < self.total and elapsed > OVERRUN * self.budget_s:
+            self.total, self.stopped = step + 1, "time budget overrun (the steps slowed down)"
+        return step + 1 < self.total
 
 
 def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, input_names: list[str], *,
             steps: int = 1000, lr: float = 3e-3, batch_size: int = 64, temperature: float = 2.0,
-            hook: RecoveryHook | None = None, seed: int = 0,
-            on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+            hook: RecoveryHook | None = None, seed: int = 0, time_budget_s: float | None = None,
+            device: str = "cpu", on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train ``student`` in place to match ``teacher`` (and ``labels`` when the data has them).
 
-    ``on_progress(step, steps)`` is called as training goes (about 100 times in all)."""
+    At most ``steps`` steps, and no more than fit in ``time_budget_s`` seconds (None: no time limit).
+    ``device``: "cpu" or "cuda" (see ``train_device``); the student is handed back on the CPU and the
+    teacher is never moved (a copy trains on the device). ``on_progress(step, total)`` is called as
+    training goes (about 100 times in all); ``total`` shrinks once a budget has planned the run."""
     import torch
 
     t0 = time.perf_counter()
@@ -43,8 +101,7 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
     labels = data.get("labels")
     rng = np.random.default_rng(seed)
     teacher.eval()
-    opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    plan = _Plan(total=max(steps, 1), budget_s=time_budget_s)
     if labels is not None:
         labels = np.asarray(labels)
         with torch.no_grad():
@@ -60,13 +117,18 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
                              hint="fix the labels, or drop them to recover by distillation alone")
     with torch.no_grad():  # which outputs are matched, named for the manifest
         names = _distilled(teacher(*[torch.from_numpy(np.ascontiguousarray(data[k][:2])) for k in input_names]))
-    student.train()
+    on_device = copy.deepcopy(teacher).to(device) if device != "cpu" else teacher
+    student.to(device).train()
     try:
-        losses = _train(student, teacher, data, input_names, labels, steps, batch_size, temperature, opt, sched, rng,
-                        n, on_progress)
+        opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.lr_factor)
+        losses = _train(student, on_device, data, input_names, labels, plan, batch_size, temperature, opt, sched,
+                        rng, n, device, on_progress)
     finally:
-        student.eval()  # never handed back in train mode, even when a step raised
-    return {"method": "distillation" + (" + labels" if labels is not None else ""), "steps": steps, "lr": lr,
+        student.to("cpu").eval()  # never handed back in train mode or on the device, even when a step raised
+    return {"method": "distillation" + (" + labels" if labels is not None else ""), "steps": len(losses),
+            "max_steps": steps, "time_budget_s": time_budget_s, "stopped_by": plan.stopped,
+            "step_time_s": round(plan.step_s, 4) if plan.step_s is not None else None, "device": device, "lr": lr,
             "batch_size": batch_size, "distilled_output": names[0], "distilled_outputs": names,
             "loss_first": round(float(np.mean(losses[:10])), 5) if losses else None,
             "loss_last": round(float(np.mean(losses[-10:])), 5) if losses else None,
@@ -74,15 +136,18 @@ def recover(student: Any, teacher: Any, data: Mapping[str, np.ndarray] | None, i
 
 
 def _train(student: Any, teacher: Any, data: Mapping[str, np.ndarray], input_names: list[str],
-           labels: np.ndarray | None, steps: int, batch_size: int, temperature: float, opt: Any, sched: Any,
-           rng: np.random.Generator, n: int, on_progress: Callable[[int, int], None] | None) -> list[float]:
+           labels: np.ndarray | None, plan: _Plan, batch_size: int, temperature: float, opt: Any, sched: Any,
+           rng: np.random.Generator, n: int, device: str,
+           on_progress: Callable[[int, int], None] | None) -> list[float]:
     import torch
     import torch.nn.functional as F
 
     losses: list[float] = []
-    for step in range(steps):
+    t0 = time.perf_counter()
+    step, going = 0, plan.total > 0
+    while going:
         idx = rng.choice(n, size=min(batch_size, n), replace=False)
-        batch = [torch.from_numpy(np.ascontiguousarray(data[k][idx])) for k in input_names]
+        batch = [torch.from_numpy(np.ascontiguousarray(data[k][idx])).to(device) for k in input_names]
         with torch.no_grad():
             t_raw = t_out = teacher(*batch)
         s_raw = student(*batch)
@@ -94,14 +159,16 @@ def _train(student: Any, teacher: Any, data: Mapping[str, np.ndarray], input_nam
             loss = F.mse_loss(s_out, t_out)
         loss = loss + _other_outputs_loss(flat_outputs(s_raw), flat_outputs(t_raw), primary)
         if labels is not None and s_out.ndim == 2:
-            loss = loss + F.cross_entropy(s_out, torch.from_numpy(np.asarray(labels)[idx]).long())
+            loss = loss + F.cross_entropy(s_out, torch.from_numpy(np.asarray(labels)[idx]).long().to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(loss.item())
-        if on_progress is not None and ((step + 1) % max(1, steps // 100) == 0 or step + 1 == steps):
-            on_progress(step + 1, steps)
+        losses.append(loss.item())  # .item() waits for the device: the step's time is its real time
+        going = plan.after(step, time.perf_counter() - t0)
+        step += 1
+        if on_progress is not None and (step % max(1, plan.total // 100) == 0 or not going):
+            on_progress(step, plan.total)
     student.zero_grad(set_to_none=True)  # no gradients left on the returned model
     return losses
 

@@ -6,7 +6,7 @@ the next step starts; in pipes and CI logs each step is one ``- msg`` line on st
 
 Steps with a known length (recovery steps, calibration batches, benchmark iterations) also report
 ``progress.count(done, total)`` when the sink has that method (``counter(sink)`` finds it); on a
-TTY the step then shows a bar and ``done/total``. Plain sinks (a lambda, a logger) just ignore counts.
+TTY the step then shows a bar, ``done/total`` and the time left at the current rate. Plain sinks (a lambda, a logger) just ignore counts.
 
 Example::
 
@@ -31,7 +31,8 @@ def counter(sink: Any) -> Counter | None:
 
 
 def _columns() -> list[Any]:
-    from rich.progress import BarColumn, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
     from rich.text import Text
 
     class CountedBar(BarColumn):
@@ -42,8 +43,14 @@ def _columns() -> list[Any]:
         def render(self, task: Any) -> Any:
             return Text(f"{int(task.completed)}/{int(task.total or 0)}") if task.fields.get("counted") else Text("")
 
+    class Eta(TimeRemainingColumn):
+        def render(self, task: Any) -> Any:  # counted steps only: a spinner step has no rate to extrapolate
+            if not task.fields.get("counted") or task.finished:
+                return Text("")
+            return Text("eta ") + super().render(task)
+
     return [SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"), CountedBar(bar_width=24),
-            CountText(), TimeElapsedColumn()]
+            CountText(), TimeElapsedColumn(), Eta()]
 
 
 class StepProgress:

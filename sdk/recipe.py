@@ -37,6 +37,7 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANT_TARGETS = ("auto", "cpu", "tensorrt")
 PRUNE_METHODS = ("channel", "unstructured", "2:4")
 PRUNE_IMPORTANCES = ("l1", "l2", "bn", "taylor")
+TRAIN_DEVICES = ("auto", "cpu", "cuda")  # where recovery and Taylor importance train
 
 
 def backend_choices() -> tuple[str, ...]:
@@ -172,7 +173,12 @@ class PruneConfig(_Section):
     round_to: int | None = setting(8, option="prune_round_to", bound=_AT_LEAST_1)
     global_pruning: bool = setting(False, option="prune_global")
     recover: bool = setting(True)
-    recover_steps: int = setting(1000, bound=_AT_LEAST_0)
+    # at most this many distillation steps; None: up to 1000 within the time budget
+    recover_steps: int | None = setting(None, bound=_AT_LEAST_0)
+    # seconds recovery may take (the first steps are timed); None: 120 s, or no limit when recover_steps is set
+    recover_time_s: float | None = setting(None, option="recover_time", bound=_POSITIVE,
+                                           hint="e.g. --recover-time 2m, 90s or 90 (seconds)")
+    train_device: str = setting("auto", choices=TRAIN_DEVICES, noun="training device")  # auto: CUDA when present
     recover_lr: float = setting(3e-3, bound=_POSITIVE)
     # metric points, needs labelled eval data: the ratio search's budget, or with a fixed ratio the most the
     # pruned model may lose (default 2 points when labels are given)

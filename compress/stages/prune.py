@@ -7,12 +7,45 @@ from typing import Any
 from edgesdk.pipeline import Artifact, StageContext, register_stage
 from edgesdk.progress import counter
 
+MAX_RECOVER_STEPS = 1000  # without --recover-steps: at most this many, within the time budget
+DEFAULT_RECOVER_TIME_S = 120.0  # without --recover-steps or --recover-time
+
+
+def recovery_limits(p: Any) -> tuple[int, float | None]:
+    """(the most steps, the time budget in seconds or None) of the recipe's prune section: --recover-steps N
+    alone runs N steps; otherwise the budget (2 minutes by default) bounds at most 1000."""
+    steps = p.recover_steps if p.recover_steps is not None else MAX_RECOVER_STEPS
+    if p.recover_time_s is not None:
+        return steps, p.recover_time_s
+    return steps, DEFAULT_RECOVER_TIME_S if p.recover_steps is None else None
+
+
+def _cosine_to(teacher: Any, ctx: StageContext, n: int = 32) -> Any:
+    """A function: the cosine of a model's primary output to the teacher's on the first ``n`` calibration
+    samples (what recovery is after, measured without labels); None without calibration data."""
+    import numpy as np
+    import torch
+
+    from edgesdk.compress.outputs import primary_output
+
+    if not ctx.calib:
+        return lambda _model: None
+    batch = [torch.from_numpy(np.ascontiguousarray(ctx.calib[k][:n])) for k in ctx.example_inputs]
+    with torch.no_grad():
+        ref = primary_output(teacher(*batch))[0].double().flatten()
+
+    def cosine(model: Any) -> float:
+        with torch.no_grad():
+            got = primary_output(model(*batch))[0].double().flatten()
+        return round(float(torch.nn.functional.cosine_similarity(ref, got, dim=0)), 6)
+    return cosine
+
 
 def _prune_and_recover(ctx: StageContext, ratio: float | None) -> tuple[Any, dict[str, Any]]:
     import copy
 
     from edgesdk.compress.prune import UNSTRUCTURED_NOTE, prune_model
-    from edgesdk.compress.recover import recover
+    from edgesdk.compress.recover import train_device
 
     p = ctx.recipe.prune
     teacher = ctx.model
@@ -21,7 +54,8 @@ def _prune_and_recover(ctx: StageContext, ratio: float | None) -> tuple[Any, dic
     prefix = "model." if getattr(student, "edgesdk_keyword_call", False) else ""
     info = prune_model(student, ctx.example_inputs, ratio=ratio, method=p.method, importance=p.importance,
                        target_macs=p.target_macs, protect=tuple(prefix + n for n in p.protect), round_to=p.round_to,
-                       global_pruning=p.global_pruning, data=ctx.calib)
+                       global_pruning=p.global_pruning, data=ctx.calib,
+                       device=train_device(p.train_device) if p.importance == "taylor" else "cpu")
     evaluate = ctx.evaluate
     meta: dict[str, Any] = {"pruning": info.to_dict(), "params": info.params_after, "macs": info.macs_after,
                             "accuracy_before_recovery": evaluate(student) if evaluate else None}
@@ -31,16 +65,45 @@ def _prune_and_recover(ctx: StageContext, ratio: float | None) -> tuple[Any, dic
         meta["recovery"] = {"method": "none", "reason": "nothing was pruned"}
         meta["warnings"] = [n for n in info.notes if n.startswith("nothing was pruned")] or [
             "nothing was pruned; the pruned artifacts are the original model"]
-    elif p.recover and p.method == "channel" and (p.recover_steps > 0 or hook is not None):
-        ctx.say(f"recovering the pruned model ({'your hook' if hook else f'{p.recover_steps} distillation steps'})")
-        meta["recovery"] = recover(student, teacher, dict(ctx.calib or {}), list(ctx.example_inputs),
-                                   steps=p.recover_steps, lr=p.recover_lr, hook=hook, seed=ctx.recipe.parity.seed,
-                                   on_progress=counter(ctx.say))
+    elif p.recover and p.method == "channel" and (recovery_limits(p)[0] > 0 or hook is not None):
+        meta["recovery"] = _recover(ctx, teacher, student)
+        if "warning" in meta["recovery"]:
+            meta.setdefault("warnings", []).append(meta["recovery"].pop("warning"))
     elif p.method != "channel":
         meta["recovery"] = {"method": "none", "reason": "recovery would refill the zeroed weights"}
         meta["warnings"] = [UNSTRUCTURED_NOTE]
     meta["accuracy_after_recovery"] = evaluate(student) if evaluate else None
     return student, meta
+
+
+def _recover(ctx: StageContext, teacher: Any, student: Any) -> dict[str, Any]:
+    """Distil ``student`` towards ``teacher`` within the recipe's limits; the record gains the cosine to the
+    teacher before and after (what the steps bought) and says when random calibration data was all it had."""
+    from edgesdk.compress.recover import recover, train_device
+
+    p, hook = ctx.recipe.prune, ctx.recovery_hook
+    steps, budget = recovery_limits(p)
+    device = train_device(p.train_device)
+    limit = f"at most {steps} distillation steps" + (f" or {budget:g} s" if budget is not None else "")
+    ctx.say(f"recovering the pruned model ({'your hook' if hook else limit} on {device})")
+    cosine = _cosine_to(teacher, ctx)
+    before = cosine(student)
+    info = recover(student, teacher, dict(ctx.calib or {}), list(ctx.example_inputs), steps=steps,
+                   lr=p.recover_lr, hook=hook, seed=ctx.recipe.parity.seed, time_budget_s=budget, device=device,
+                   on_progress=counter(ctx.say))
+    info.update(cosine_before=before, cosine_after=cosine(student))
+    if hook is None:
+        ran = f"{info['steps']} of {steps} steps" + (f" ({info['stopped_by']})" if info.get("stopped_by") else "")
+        ctx.say(f"recovery: {ran} in {info['time_s']:.1f} s, cosine to the original {_fmt(before)} -> "
+                f"{_fmt(info['cosine_after'])}")
+    if (ctx.calib_source or "").startswith("RANDOM") and hook is None:
+        info["warning"] = ("recovery distilled on random inputs (--calib random): it recovers little of what "
+                           "pruning lost on real data; give --calib with real samples (labels optional)")
+    return info
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def _search_ratio(ctx: StageContext) -> tuple[Any, dict[str, Any]]:

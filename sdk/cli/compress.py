@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from edgesdk.errors import InputError
-from edgesdk.recipe import CALIB_METHODS, EXPORTERS, PRUNE_IMPORTANCES, PRUNE_METHODS, QUANT_MODES, QUANT_TARGETS
+from edgesdk.recipe import (CALIB_METHODS, EXPORTERS, PRUNE_IMPORTANCES, PRUNE_METHODS, QUANT_MODES, QUANT_TARGETS,
+                            TRAIN_DEVICES)
 
 from .common import _batches, _emit_report, _say
 
@@ -33,6 +34,22 @@ def _prune_range(text: str | None) -> dict[str, float | None]:
     except ValueError:
         raise InputError(f"bad --prune value {text!r}", expected="a ratio like 0.5 or a range like 0.3:0.7",
                          found=text) from None
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _duration(text: str | None, flag: str) -> float | None:
+    """Seconds in "90", "90s", "2m", "1.5h" (None: not given)."""
+    if text is None:
+        return None
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", text.lower())
+    if not m or m.group(2) not in _UNITS or float(m.group(1)) <= 0:
+        raise InputError(f"malformed {flag} {text!r}", expected="a positive duration: 90, 90s, 2m or 1.5h",
+                         found=text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def _dynamic_dims(specs: list[Any], texts: tuple[str, ...]) -> dict[str, Any] | None:
@@ -110,7 +127,13 @@ def _dynamic_dims(specs: list[Any], texts: tuple[str, ...]) -> dict[str, Any] | 
 @click.option("--prune-importance", type=click.Choice(PRUNE_IMPORTANCES), help="Default l1.")
 @click.option("--prune-protect", multiple=True, metavar="MODULE", help="Module name never pruned (repeatable).")
 @click.option("--no-recover", is_flag=True, help="Skip distillation after pruning.")
-@click.option("--recover-steps", type=int, help="Distillation steps after pruning (default 1000).")
+@click.option("--recover-steps", type=int,
+              help="Distillation steps after pruning (default: as many as --recover-time allows, at most 1000).")
+@click.option("--recover-time", "recover_time_text", metavar="DURATION",
+              help="Time budget of the recovery, e.g. 2m, 90s or 90 (default 2m; none with --recover-steps alone). "
+                   "The first steps are timed and the rest planned to fit.")
+@click.option("--train-device", type=click.Choice(TRAIN_DEVICES),
+              help="Where recovery and Taylor importance train (default auto: CUDA when torch sees one).")
 @click.option("--recover-lr", type=float, help="Distillation learning rate (default 3e-3).")
 @click.option("--unsafe-unpickle-model", is_flag=True,
               help="DANGER: MODEL is a pickled nn.Module (.pt) to unpickle; this runs any code in the file. "
@@ -148,13 +171,16 @@ def compress(ctx: click.Context, model: str, **o: Any) -> None:
     from edgesdk.api import compress as run_compress
 
     # --calib: a .npz, a directory of NAME.npy or images, or "random"; checked by the API
+    import time
+
+    t0 = time.perf_counter()
     result = run_compress(net, examples, recipe, out_dir=o["out_dir"], calib_data=o["calib"], eval_data=eval_arrays,
                           output_names=list(o["output_names"]) or None, progress=say,
                           preprocess=o["preprocess_text"])
     _emit_report(result.report, o["as_json"])
     if not o["as_json"] and not ctx.obj.get("quiet"):
         files = sorted(p.name for p in Path(result.out_dir).iterdir() if p.is_file())
-        click.echo(f"wrote {result.out_dir} ({', '.join(files)})")
+        click.echo(f"wrote {result.out_dir} ({', '.join(files)}) in {time.perf_counter() - t0:.1f} s")
     if not result.passed:
         click.secho("warning: some artifacts failed the parity gate and were kept because of --allow-mismatch",
                     fg="yellow", err=True)
@@ -175,7 +201,7 @@ def _recipe(o: dict[str, Any], specs: list[Any]) -> Any:
     on = {"tflite_channels_last": "tflite_nhwc", "allow_mismatch": "allow_mismatch", "trt_sparse": "trt_sparse"}
     same = ("opset", "exporter", "atol", "rtol", "threads", "warmup", "iterations", "quantize", "calib_method",
             "per_channel", "quant_target", "max_accuracy_drop", "prune_method", "prune_target_macs",
-            "prune_importance", "recover_steps", "recover_lr", "trt_dla_core", "metric")
+            "prune_importance", "recover_steps", "recover_lr", "trt_dla_core", "metric", "train_device")
     flags: dict[str, Any] = {k: o[k] for k in same}
     flags.update({k: False if o[v] else None for k, v in off.items()})
     flags.update({k: True if o[v] else None for k, v in on.items()})
@@ -183,7 +209,8 @@ def _recipe(o: dict[str, Any], specs: list[Any]) -> Any:
                  batches=_batches(o["batch_text"]) if o["batch_text"] else None, min_cosine=o["min_cosine"],
                  prune_protect=tuple(o["prune_protect"]) or None, backends=_split(o["backends_text"]),
                  trt_batch=_ints(o["trt_batch"], "--trt-batch", 3) if o["trt_batch"] else None,
-                 trt_workspace_mb=o["trt_workspace"], **_prune_range(o["prune_text"]))
+                 trt_workspace_mb=o["trt_workspace"], recover_time=_duration(o["recover_time_text"], "--recover-time"),
+                 **_prune_range(o["prune_text"]))
     given = {k: v for k, v in flags.items() if v is not None}
     if o["prune_text"]:  # --prune 0.5 replaces a range from --recipe: its HIGH end goes too
         given["prune_max"] = flags.get("prune_max")

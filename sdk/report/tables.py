@@ -148,6 +148,12 @@ def steps_rows(report: dict[str, Any]) -> list[dict[str, str]]:
         notes = []
         if m.get("accuracy_before_recovery") is not None:
             notes.append(f"{m['accuracy_before_recovery']:.2f}% before recovery")
+        rec = m.get("recovery") or {}
+        if rec.get("steps"):
+            bought = (f", cosine {rec['cosine_before']:.4f} -> {rec['cosine_after']:.4f}"
+                      if rec.get("cosine_before") is not None and rec.get("cosine_after") is not None else "")
+            notes.append(f"recovery {rec['steps']} steps in {rec.get('time_s', 0):.0f} s on {rec.get('device', 'cpu')}"
+                         + (f" ({rec['stopped_by']})" if rec.get("stopped_by") else "") + bought)
         q = m.get("quantization") or {}
         if q.get("activation_type"):
             notes.append(f"{q['activation_type']} activations / {q.get('weight_type')} weights")

@@ -103,7 +103,8 @@ def digits(digits_dir: Path):
 def test_pipeline_prune_recover_quantize_on_digits(digits, tmp_path):
     model, calib, eval_data = digits
     res = edgesdk.compress(model, {"x": torch.rand(1, 1, 8, 8)}, out_dir=tmp_path / "o", calib_data=calib,
-                           eval_data=eval_data, prune=0.5, quantize="int8", benchmark=False)
+                           eval_data=eval_data, prune=0.5, quantize="int8", recover_steps=1000,
+                           benchmark=False)  # steps alone: no time budget, the same training on any machine
     names = [a["name"] for a in res.manifest["artifacts"]]
     assert names == ["model.onnx", "model.pruned.safetensors", "model.pruned.onnx", "model.pruned.int8.onnx"]
     fp32, pruned, pruned_onnx, pruned_int8 = res.manifest["artifacts"]
@@ -335,3 +336,89 @@ def test_recovery_labels_outside_the_classes_are_an_input_error():
     with pytest.raises(InputError, match=f"0 <= labels < {classes}"):
         recover(student, teacher, {"x": x, "labels": np.full(8, classes)}, ["x"], steps=2)
     assert not student.training
+
+
+# -- recovery that fits the machine: a time budget, the training device -----------------------------------------
+def _residual_pair() -> tuple[Any, Any, dict[str, np.ndarray]]:
+    torch.manual_seed(0)
+    teacher, student = build("Residual"), build("Residual")
+    return teacher, student, {"x": np.random.default_rng(0).random((16, 3, 16, 16), dtype=np.float32)}
+
+
+def test_a_time_budget_plans_the_steps_that_fit_after_timing_the_first():
+    from edgesdk.compress.recover import TIMED_STEPS
+
+    teacher, student, data = _residual_pair()
+    # no step fits in a microsecond: the timed steps are all that run, whatever the machine's speed
+    info = recover(student, teacher, data, ["x"], steps=50, time_budget_s=1e-6, batch_size=4)
+    assert info["steps"] == TIMED_STEPS and info["max_steps"] == 50 and info["stopped_by"] == "time budget"
+    assert info["step_time_s"] > 0 and info["device"] == "cpu" and not student.training
+    # a budget nothing can reach runs every step and says nothing was cut
+    info = recover(student, teacher, data, ["x"], steps=6, time_budget_s=1e9, batch_size=4)
+    assert info["steps"] == 6 and info["stopped_by"] is None
+    info = recover(student, teacher, data, ["x"], steps=5, batch_size=4)  # no budget: exactly the steps
+    assert info["steps"] == 5 and info["time_budget_s"] is None and info["step_time_s"] is None
+
+
+def test_the_schedule_warms_up_then_decays_to_zero_at_the_planned_end():
+    from edgesdk.compress.recover import TIMED_STEPS, _Plan
+
+    plan = _Plan(total=20, budget_s=None)
+    lrs = [plan.lr_factor(s) for s in range(20)]
+    assert lrs[:TIMED_STEPS] == sorted(lrs[:TIMED_STEPS]) and lrs[TIMED_STEPS - 1] == 1.0
+    assert lrs[TIMED_STEPS:] == sorted(lrs[TIMED_STEPS:], reverse=True) and plan.lr_factor(20) == 0.0
+    plan = _Plan(total=1000, budget_s=10.0)
+    assert plan.after(TIMED_STEPS - 1, elapsed=TIMED_STEPS * 0.5)  # 0.5 s a step: 20 fit in 10 s
+    assert plan.total == 20 and plan.stopped == "time budget" and plan.lr_factor(20) == 0.0
+    assert not plan.after(5, elapsed=1000.0) and plan.total == 6 and "overrun" in plan.stopped
+
+
+def test_recipe_recovery_limits_default_to_two_minutes_unless_steps_are_given():
+    from edgesdk.compress.stages.prune import recovery_limits
+    from edgesdk.recipe import Recipe, apply_options
+
+    assert recovery_limits(Recipe().prune) == (1000, 120.0)
+    assert recovery_limits(apply_options(Recipe(), recover_steps=300).prune) == (300, None)
+    assert recovery_limits(apply_options(Recipe(), recover_time=30).prune) == (1000, 30.0)
+    assert recovery_limits(apply_options(Recipe(), recover_steps=300, recover_time=30).prune) == (300, 30.0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_train_device_cuda_without_cuda_is_refused_clearly():
+    from edgesdk.compress.recover import train_device
+
+    assert train_device("auto") == "cpu" and train_device("cpu") == "cpu"
+    with pytest.raises(InputError, match="torch sees no CUDA device"):
+        train_device("cuda")
+
+
+@pytest.mark.gpu
+def test_recovery_and_taylor_train_on_cuda_and_hand_the_model_back_on_the_cpu():
+    teacher, student, data = _residual_pair()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    info = recover(student, teacher, data, ["x"], steps=5, batch_size=4, device="cuda")
+    assert info["device"] == "cuda" and info["steps"] == 5
+    assert all(p.device.type == "cpu" for p in [*student.parameters(), *teacher.parameters()])
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # the teacher is not trained
+    prune_model(student, {"x": torch.rand(1, 3, 16, 16)}, ratio=0.5, importance="taylor", round_to=None,
+                data=data, device="cuda")
+    assert all(p.device.type == "cpu" for p in student.parameters())
+
+
+def test_compress_records_what_recovery_ran_and_bought(digits, tmp_path):
+    model, calib, eval_data = digits
+    res = edgesdk.compress(model, {"x": torch.rand(1, 1, 8, 8)}, out_dir=tmp_path / "o", calib_data=calib,
+                           prune=0.5, recover_steps=40, prune_min_cosine=0.5, benchmark=False)
+    rec = next(a for a in res.manifest["artifacts"] if a["stage"] == "prune")["meta"]["recovery"]
+    assert rec["steps"] == 40 and rec["device"] == "cpu" and res.manifest["recipe"]["prune"]["train_device"] == "auto"
+    assert rec["cosine_after"] > rec["cosine_before"]  # distillation moved the pruned model towards the original
+    assert "recovery 40 steps" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_pruning_on_random_calibration_warns_that_recovery_learns_little(tmp_path):
+    model = build("Residual")
+    res = edgesdk.compress(model, make_inputs("Residual", 1), out_dir=tmp_path / "o", calib_data="random",
+                           prune=0.5, prune_round_to=None, recover_steps=3, prune_min_cosine=0.01, benchmark=False)
+    from edgesdk.report.tables import report_warnings
+
+    assert any("recovery distilled on random inputs" in w for w in report_warnings(res.report))

@@ -295,3 +295,18 @@ def test_step_progress_counts_drive_a_bar_on_a_terminal():
     quiet = StepProgress(quiet=True)
     quiet("x")
     quiet.count(1, 2)  # no display, no error
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90.0), ("90s", 90.0), ("2m", 120.0), ("1.5h", 5400.0)])
+def test_recover_time_takes_seconds_minutes_or_hours(text, seconds):
+    res = CliRunner().invoke(main, ["compress", "m.py:build", "--input", "x:1x4", "--prune", "0.5", "--recover-time",
+                                    text, "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["recipe"]["prune"]["recover_time_s"] == seconds
+
+
+@pytest.mark.parametrize("text", ["2 weeks", "-5", "0", "m"])
+def test_a_malformed_recover_time_is_a_clear_error(text):
+    res = CliRunner().invoke(main, ["compress", "m.py:build", "--input", "x:1x4", "--prune", "0.5", "--recover-time",
+                                    text, "--dry-run"])
+    assert res.exit_code == 2 and "malformed --recover-time" in res.output and "Traceback" not in res.output

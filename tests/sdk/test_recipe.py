@@ -235,7 +235,7 @@ _FLAG_VALUES = {"--opset": "17", "--atol": "0.01", "--rtol": "0.02", "--threads"
                 "--max-accuracy-drop": "1.5", "--max-metric-drop": "2.5", "--min-cosine": "0.97",
                 "--prune-method": "unstructured", "--prune-target-macs": "1000", "--prune-importance": "l2",
                 "--recover-steps": "7", "--recover-lr": "0.01", "--trt-dla-core": "1", "--metric": "top5",
-                "--exporter": "legacy", "--backends": "onnxruntime", "--targets": "onnx,tflite"}
+                "--exporter": "legacy", "--recover-time": "90", "--train-device": "cpu", "--backends": "onnxruntime", "--targets": "onnx,tflite"}
 
 
 def _typed(text: str) -> object:
@@ -256,7 +256,8 @@ def test_a_cli_flag_and_the_api_option_of_its_name_set_the_same_field(flag):
     from edgesdk.cli import main
     from edgesdk.recipe import FLAT_OPTIONS
 
-    extra = ["--prune", "0.5"] if flag.startswith("--prune-method") else []
+    extra = ["--prune", "0.5"] if flag.startswith("--prune-method") or flag in ("--recover-time", "--train-device") \
+        else []
     extra += ["--quantize", "int8"] if flag in ("--max-accuracy-drop", "--max-metric-drop", "--min-cosine",
                                                   "--calib-method", "--quant-target") else []
     res = CliRunner().invoke(main, ["compress", "m.py:build", "--input", "x:1x4", "--dry-run", flag,
@@ -264,6 +265,7 @@ def test_a_cli_flag_and_the_api_option_of_its_name_set_the_same_field(flag):
     assert res.exit_code == 0, res.output
     cli = json.loads(res.stdout)["recipe"]
     name = flag[2:].replace("-", "_")
+    # --recover-time 90 is recover_time=90 (seconds); "2m" is the CLI's spelling of the same
     assert name in FLAT_OPTIONS or name == "targets", f"{flag} has no API option of the same name"
     given = dict(zip(extra[::2], extra[1::2]))
     api = apply_options(Recipe(), **{k[2:].replace("-", "_"): v for k, v in given.items()},
