@@ -121,6 +121,12 @@ def device_fingerprint() -> dict[str, Any]:
     }
 
 
+def machine_key() -> str:
+    """What a backend recommendation holds for: the CPU model, architecture and core count (no GPU query:
+    cheap enough for every ``load``)."""
+    return f"{_cpu()[0]} | {platform.machine()} | {os.cpu_count()} cores"
+
+
 def int8_saturates(isa: list[str] | None = None) -> bool:
     """Whether this is an x86 CPU whose 8-bit integer dot products saturate: AVX2 without VNNI (no
     avx512_vnni, avx_vnni or amx_int8). Its u8 x s8 multiply-add (VPMADDUBSW) adds pairs into int16, which

@@ -82,9 +82,12 @@ class OpenVINOSession(Session):
         elif precision in ("bf16", "fp16", "f16") and self.precision == "f32":
             log.warning("OpenVINO runs %s in f32 on this CPU: it has no %s arithmetic (bf16 needs AVX512-BF16 or "
                         "AMX); asked for %s", self.path.name, precision, precision)
-        self._in = [_spec(p, i) for i, p in enumerate(self._compiled.inputs)]
-        # the graph's own output names, read before compilation: a compiled port can carry several names
-        # (an Identity feeding an output) and get_any_name() may then return an internal one
+        # the graph's own input and output names, read before compilation: a compiled port can carry several
+        # names (a Cast fused into an FP16 model's input, an Identity feeding an output) and get_any_name()
+        # may then return an internal one such as graph_input_cast_0
+        declared_in = [p.get_any_name() if p.get_names() else None for p in model.inputs]
+        self._in = [_spec(p, i, declared_in[i] if i < len(declared_in) else None)
+                    for i, p in enumerate(self._compiled.inputs)]
         declared = [o.get_any_name() if o.get_names() else None for o in model.outputs]
         self._out = [_spec(p, i, declared[i] if i < len(declared) else None)
                      for i, p in enumerate(self._compiled.outputs)]

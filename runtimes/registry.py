@@ -36,6 +36,7 @@ class BackendRecord:
     install: str  # the command that installs it
     detail: str | None = None  # "module:function" returning a line for `doctor` (providers, devices, GPU)
     verifies: bool = True  # compress may verify and time artifacts on it (torch is the reference, not a target)
+    in_auto: bool = True  # compress --backends auto tries it on every artifact of its formats (else: by name only)
 
     def installed(self) -> bool:
         """The package can be found here (cheap: nothing is imported)."""
@@ -79,6 +80,12 @@ def backend_names(*, verifying: bool = False) -> tuple[str, ...]:
     return tuple(n for n, r in BACKENDS.items() if r.verifies or not verifying)
 
 
+def auto_backends(fmt: Any) -> list[str]:
+    """What ``--backends auto`` verifies and times an artifact of ``fmt`` on: every installed backend for the
+    format that compress verifies on and that takes part in auto, in order of preference."""
+    return [n for n in format_backends(fmt) if BACKENDS[n].verifies and BACKENDS[n].in_auto and backend_installed(n)]
+
+
 def format_backends(fmt: Any) -> list[str]:
     """The backends that run files of ``fmt``, in order of preference (registration order)."""
     return [n for n, r in BACKENDS.items() if fmt in r.formats]
@@ -116,9 +123,24 @@ def unrunnable_reason(fmt: Any, backend: str = "auto") -> str | None:
     return None
 
 
-def _from_dir(path: Path, artifact: str | None, backend: str = "auto") -> Path:
-    """The artifact of a directory to load: the named one, else the first a backend here can run; its files
-    verified against the manifest (edgesdk.manifest)."""
+def preferred_backend(entry: dict[str, Any]) -> str | None:
+    """The backend compress recommended for a manifest entry (the fastest that passed parity), when that
+    recommendation was measured on this machine and the backend is installed; else None (the format's
+    default applies). A recommendation made on a workstation says nothing about a phone or a Jetson."""
+    from .fingerprint import machine_key
+
+    best = entry.get("recommended_backend")
+    choice = (entry.get("meta") or {}).get("backend_choice") or {}
+    if not isinstance(best, str) or best not in format_backends(entry.get("format")):
+        return None
+    if choice.get("machine") != machine_key() or not backend_installed(best):
+        return None
+    return best
+
+
+def _from_dir(path: Path, artifact: str | None, backend: str = "auto") -> tuple[Path, dict[str, Any]]:
+    """The artifact of a directory to load and its manifest entry: the named one, else the first a backend
+    here can run; its files verified against the manifest (edgesdk.manifest)."""
     from edgesdk.manifest import read_manifest, verify_entry
 
     entries = [e for e in read_manifest(path)["artifacts"] if isinstance(e, dict)]
@@ -127,7 +149,7 @@ def _from_dir(path: Path, artifact: str | None, backend: str = "auto") -> Path:
         if artifact is not None and e.get("name") != artifact:
             continue
         if artifact is not None or unrunnable_reason(e.get("format"), backend) is None:
-            return verify_entry(path, e)
+            return verify_entry(path, e), e
     on = "" if backend == "auto" else f" for the {backend} backend"
     raise ArtifactError(f"no runnable artifact in {path}{on}" + (f" named {artifact!r}" if artifact else ""),
                         found=f"artifacts: {', '.join(map(str, names)) or 'none'}",
@@ -147,7 +169,9 @@ def load(path: str | Path, backend: str = "auto", threads: int | None = None, de
 
     p = Path(path)
     if p.is_dir():
-        p = _from_dir(p, artifact, backend)
+        p, entry = _from_dir(p, artifact, backend)
+        if backend == "auto":  # the backend compress measured fastest here, when it measured on this machine
+            backend = preferred_backend(entry) or "auto"
     fmt = detect_format(p)
     if backend == "auto":
         candidates = format_backends(fmt)

@@ -75,10 +75,12 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
     For an artifact directory, every file is checked against the manifest's sha256 first, and
     when compress stored a reference set, each artifact's parity and accuracy are re-checked on
     this device (``device_check`` in each result row). Artifacts no backend here can run are
-    listed under ``skipped`` instead of failing the whole run.
+    listed under ``skipped`` instead of failing the whole run. With ``backend="auto"`` an artifact runs on
+    the backend compress recommended for it when that was measured on this machine (``preferred_backend``).
     """
     from edgesdk.runtimes import detect_format, load
     from edgesdk.runtimes.fingerprint import device_fingerprint
+    from edgesdk.runtimes.registry import preferred_backend
 
     from .reference import check_artifact
 
@@ -92,7 +94,8 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
         plan = _plan(p, backend, skipped)
         for file, entry in plan.todo:
             engine = {"rebuild": True} if rebuild and detect_format(file) == "engine" else {}
-            with load(file, backend=backend, threads=threads, device=device, isolate=isolate, **engine) as sess:
+            on = ((preferred_backend(entry) if entry else None) or "auto") if backend == "auto" else backend
+            with load(file, backend=on, threads=threads, device=device, isolate=isolate, **engine) as sess:
                 check = None
                 if plan.ref is not None and entry:
                     say(f"checking {file.name} ({sess.backend}) against the stored reference set")

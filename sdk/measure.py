@@ -5,6 +5,7 @@ Example::
 
     rows = benchmark_artifacts(run, artifacts)
     for msg in slower_than_parent(artifacts, rows): log.warning(msg)
+    recommend_backends(artifacts, rows)   # artifact.recommended_backend: the fastest that passed parity
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def benchmark_artifacts(run: Any, artifacts: list[Any]) -> list[dict[str, Any]]:
             if art.format == "torch" or fixed[art.name] not in (None, batch):
                 continue  # a fixed-batch artifact is timed at its own batch only
             for backend in run.backends_for(art):
+                if "error" in (art.meta.get("parity_by_backend") or {}).get(backend, {}):
+                    continue  # an extra backend the artifact does not run or pass on: not timed, not recommended
                 with load(art.path, backend=backend, threads=cfg.threads) as sess:
                     run.say(f"benchmarking {art.name} on {sess.backend} at batch {batch}")
                     r = benchmark(sess, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,
@@ -43,6 +46,31 @@ def benchmark_artifacts(run: Any, artifacts: list[Any]) -> list[dict[str, Any]]:
                          speedup_vs_baseline=round(base["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3))
                 rows.append(r)
     return rows
+
+
+RULE = "lowest p50 at the smallest batch timed, among the backends on which the artifact passed parity"
+
+
+def recommend_backends(artifacts: list[Any], rows: list[dict[str, Any]]) -> None:
+    """Set each timed artifact's ``recommended_backend`` and record the choice in ``meta.backend_choice``:
+    the p50 of every backend at the smallest batch timed, the threads, the rule and the machine it holds for
+    (``runtimes.load(DIR)`` follows it on that machine only)."""
+    from edgesdk.runtimes.fingerprint import machine_key
+
+    for art in artifacts:
+        mine = [r for r in rows if r.get("artifact") == art.name]
+        if not mine:
+            continue
+        batch = min(r["batch"] for r in mine)
+        at = [r for r in mine if r["batch"] == batch]
+        p50 = {r["backend"]: r["latency_ms"]["p50"] for r in at}
+        ok = {r["backend"] for r in at if r.get("parity_passed") is not False}
+        best = min(ok, key=lambda b: p50[b]) if ok else None
+        art.recommended_backend = best
+        not_run = {b: d["error"] for b, d in (art.meta.get("parity_by_backend") or {}).items() if "error" in d}
+        art.meta["backend_choice"] = {"recommended": best, "batch": batch, "threads": at[0].get("threads"),
+                                      "p50_ms": p50, "failed_parity": sorted(set(p50) - ok), "not_timed": not_run,
+                                      "rule": RULE, "machine": machine_key()}
 
 
 def _fixed_batch(art: Any) -> int | None:

@@ -42,6 +42,7 @@ class Artifact:
     parent: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
+    recommended_backend: str | None = None  # the fastest backend that passed parity here (see measure.recommend)
     module: Any = field(default=None, repr=False, compare=False)
 
     def to_manifest(self, root: Path) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class Artifact:
             "stage": self.stage,
             "parent": self.parent,
             "status": self.status,
+            "recommended_backend": self.recommended_backend,
             "meta": self.meta,
         }
 

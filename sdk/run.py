@@ -324,8 +324,15 @@ class CompressRun:
         backends = self.backends_for(art)
         first: list[Feeds | None] = []
         for i, backend in enumerate(backends):
-            rec = check(art.path, backend, self.reference_inputs, ref_out, tol, layout=art.meta.get("input_layout"),
-                        eval_data=self.eval_data, metric=self.metric, input_names=list(self.examples))
+            advisory = i > 0 and self.advisory(art, backend)
+            try:
+                rec = check(art.path, backend, self.reference_inputs, ref_out, tol, layout=art.meta.get("input_layout"),
+                            eval_data=self.eval_data, metric=self.metric, input_names=list(self.examples))
+            except EdgeSDKError as e:
+                if not advisory:
+                    raise
+                self._not_on(art, backend, f"it does not run there ({e.what})")
+                continue
             if i == 0:
                 first = rec.outputs_got
                 art.inputs, art.outputs, art.accuracy = rec.inputs, rec.outputs, rec.accuracy
@@ -344,19 +351,34 @@ class CompressRun:
                     "passed": d["passed"], "max_abs_err": d["max_abs_err"], "cosine": d["cosine"],
                     "centered_cosine": d.get("centered_cosine"), "top1_agreement": d["top1_agreement"],
                     "accuracy": rec.accuracy}
-            if not rec.passed:
+            if not rec.passed and advisory:  # a backend nobody asked for by name: it is just not recommended
+                self._not_on(art, backend, f"its outputs fail parity there ({rec.result.failure_message()})")
+            elif not rec.passed:
                 art.status = "parity_mismatch"
                 self.failures.append(f"{art.name} on {backend}: {rec.result.failure_message()}")
                 log.warning("parity failed for %s on %s: %s", art.name, backend, rec.result.failure_message())
         return first
 
+    def advisory(self, art: Artifact, backend: str) -> bool:
+        """True for a backend only "auto" brought in (not named in --backends, not the OpenVINO target): the
+        artifact need not run or pass there; it is then left out of the timing and the recommendation."""
+        named = set(self.recipe.benchmark.backends) | ({"openvino"} if "openvino" in self.recipe.targets else set())
+        return backend not in named
+
+    def _not_on(self, art: Artifact, backend: str, why: str) -> None:
+        art.meta.setdefault("parity_by_backend", {})[backend] = {"passed": False, "error": why}
+
     def backends_for(self, art: Artifact) -> list[str]:
-        """The recipe's backends that can run this artifact's format ("auto" = the default one); none is an
-        input error, since every artifact is verified."""
-        from edgesdk.runtimes.registry import backend_installed, format_backends
+        """The recipe's backends that can run this artifact's format, the format's default first; "auto" is
+        every installed backend for it that compress verifies on (left as "auto" when none is installed, so
+        that loading says what to install). None of the requested ones is an input error: every artifact is
+        verified."""
+        from edgesdk.runtimes.registry import auto_backends, backend_installed, format_backends
 
         runnable = format_backends(art.format)
-        wanted = list(self.recipe.benchmark.backends)
+        here = auto_backends(art.format)
+        wanted = [b for spec in self.recipe.benchmark.backends for b in ((here or ["auto"]) if spec == "auto"
+                                                                         else [spec])]
         if "openvino" in self.recipe.targets and backend_installed("openvino"):  # the target = OpenVINO runs ONNX
             wanted.append("openvino")
         found = list(dict.fromkeys(b for b in wanted if b == "auto" or b in runnable))
@@ -428,9 +450,10 @@ class CompressRun:
 
     # -- benchmark ---------------------------------------------------------------------------------------------
     def benchmark(self, artifacts: list[Artifact]) -> list[dict[str, Any]]:
-        from .measure import benchmark_artifacts, slower_than_parent
+        from .measure import benchmark_artifacts, recommend_backends, slower_than_parent
 
         rows = benchmark_artifacts(self, artifacts)
         for msg in slower_than_parent(artifacts, rows):
             log.warning(msg)
+        recommend_backends(artifacts, rows)
         return rows

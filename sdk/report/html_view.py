@@ -11,7 +11,7 @@ import json
 from typing import Any, Callable
 
 from .charts import charts_section, esc
-from .tables import (SPEEDUP_NOTE, device_summary, fmt, fmt_size, has_speedups, report_warnings, steps_rows,
+from .tables import (SPEEDUP_NOTE, backend_choice_lines, device_summary, fmt, fmt_size, has_speedups, report_warnings, steps_rows,
                      table_rows, targets_not_delivered)
 
 CSS = """
@@ -126,6 +126,10 @@ def to_html(report: dict[str, Any]) -> str:
     steps = steps_rows(report)
     if steps:
         parts.append("<h2>What each step bought</h2>" + html_table(steps, _status_class))
+    choices = backend_choice_lines(report)
+    if choices:
+        parts.append("<h2>Fastest backend per artifact</h2><p>Measured on this machine; runtimes.load(DIR) "
+                     "follows it here.</p><ul>" + "".join(f"<li>{esc(c)}</li>" for c in choices) + "</ul>")
     bad = targets_not_delivered(report)
     if bad:
         items = []

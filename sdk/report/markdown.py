@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tables import (SPEEDUP_NOTE, _metric_unit, device_summary, fmt, fmt_size, has_speedups, report_warnings,
+from .tables import (SPEEDUP_NOTE, _metric_unit, backend_choice_lines, device_summary, fmt, fmt_size, has_speedups, report_warnings,
                      steps_rows, table_rows, targets_not_delivered)
 
 def _md_table(rows: list[dict[str, str]]) -> list[str]:
@@ -49,6 +49,10 @@ def to_markdown(report: dict[str, Any]) -> str:
             if status != "ok":
                 s["notes"] = "; ".join(n for n in (s["notes"], f"**{status}**") if n)
         lines += ["", "## What each step bought", ""] + _md_table(steps)
+    choices = backend_choice_lines(report)
+    if choices:
+        lines += ["", "## Fastest backend per artifact (on this machine; `runtimes.load(DIR)` follows it here)", ""]
+        lines += [f"- {c}" for c in choices]
     bad = targets_not_delivered(report)
     if bad:
         lines += ["", "## Targets not delivered", ""]

@@ -169,6 +169,25 @@ def steps_rows(report: dict[str, Any]) -> list[dict[str, str]]:
         out.append({**cells, "notes": "; ".join(notes), "status": str(a.get("status", "ok"))})
     return out
 
+def backend_choice_lines(report: dict[str, Any]) -> list[str]:
+    """One sentence per artifact timed on more than one backend: which one compress recommends (the fastest
+    that passed parity) and every backend's p50, e.g. ``model.int8.onnx: openvino, p50 0.150 ms (onnxruntime
+    0.210 ms) at batch 1``."""
+    lines = []
+    for a in report.get("artifacts") or []:
+        c = (a.get("meta") or {}).get("backend_choice") or {}
+        p50, skipped = c.get("p50_ms") or {}, c.get("not_timed") or {}
+        if len(p50) + len(skipped) < 2:
+            continue
+        best = c.get("recommended")
+        others = ", ".join(f"{b} {fmt(t)} ms" + (" (failed parity)" if b in (c.get("failed_parity") or []) else "")
+                           for b, t in sorted(p50.items(), key=lambda kv: kv[1]) if b != best)
+        others = "; ".join(x for x in [others, *(f"not {b}: {why}" for b, why in skipped.items())] if x)
+        head = f"{best}, p50 {fmt(p50[best])} ms" if best else "no backend passed parity"
+        lines.append(f"{a.get('name')}: {head} ({others}) at batch {c.get('batch')}"
+                     + (f", {c['threads']} thread{'s' if c['threads'] != 1 else ''}" if c.get("threads") else ""))
+    return lines
+
 def report_warnings(report: dict[str, Any]) -> list[str]:
     """Every artifact warning, once each, in order."""
     found = [str(w) for w in report.get("warnings") or []]

@@ -11,9 +11,10 @@ from onnx import TensorProto, helper, numpy_helper
 from edgesdk.runtimes.registry import BackendRecord, register_backend
 
 # A backend from outside edgesdk, added through the registry alone (see toy_backend.py). It is registered
-# after the real ones, so it is never preferred for a format; it only runs when asked for by name.
+# after the real ones, so it is never preferred for a format, and out of --backends auto: it only runs when
+# asked for by name.
 TOY = register_backend(BackendRecord("toy-numpy", "tests.runtimes.toy_backend:NumpySession", "numpy", ("onnx",),
-                                     "it ships with the tests"))
+                                     "it ships with the tests", in_auto=False))
 
 
 def mlp_model(path: Path, seed: int = 0) -> Path:
