@@ -51,6 +51,19 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def digits(digits_dir: Path) -> tuple:
+    """(the trained digits model, its calib.npz path, labelled eval arrays), built once per test module."""
+    import numpy as np
+
+    from edgesdk.intake import build_model, load_weights
+
+    model = build_model(f"{DIGITS_MODEL}:build")
+    load_weights(model, digits_dir / "weights.safetensors")
+    with np.load(digits_dir / "eval.npz") as z:
+        return model, digits_dir / "calib.npz", {"x": z["x"], "labels": z["labels"]}
+
+
 @pytest.fixture(scope="session")
 def digits_artifacts(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete artifact directory for the digits model (ONNX fp32 + int8, report.json), built once.

@@ -27,6 +27,19 @@ class ConvBnRelu(nn.Module):
         return self.head(self.body(x).mean((2, 3)))
 
 
+class BnNet(nn.Module):
+    """Two conv + BatchNorm blocks and a linear head (pruning, Taylor importance, checkpoint layouts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean((2, 3)))
+
+
 class Residual(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,20 +12,12 @@ pytest.importorskip("litert_torch")
 import edgesdk  # noqa: E402
 from edgesdk.compress.export_tflite import export_tflite  # noqa: E402
 from edgesdk.errors import ExportError  # noqa: E402
-from edgesdk.intake import build_model, load_weights  # noqa: E402
+from edgesdk.intake import build_model  # noqa: E402
 from edgesdk.runtimes.registry import backend_installed  # noqa: E402
 from edgesdk.parity import compare  # noqa: E402
 from edgesdk.runtimes import load  # noqa: E402
 from tests.conftest import DIGITS_MODEL  # noqa: E402
 from tests.models import Unexportable, make_inputs  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def digits(digits_dir: Path):
-    model = build_model(f"{DIGITS_MODEL}:build")
-    load_weights(model, digits_dir / "weights.safetensors")
-    with np.load(digits_dir / "eval.npz") as z:
-        return model, digits_dir / "calib.npz", {"x": z["x"], "labels": z["labels"]}
 
 
 @pytest.mark.slow

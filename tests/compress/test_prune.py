@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from edgesdk.compress.prune import load_pruned, prune_model, save_pruned
 from edgesdk.compress.recover import recover
 from edgesdk.errors import BudgetError, InputError
 from tests.conftest import DIGITS_MODEL
-from tests.models import build, make_inputs
+from tests.models import BnNet, build, make_inputs
 
 
 @pytest.mark.parametrize("name", ["Residual", "Concat", "Depthwise", "Grouped", "AttentionNet", "ConvBnRelu"])
@@ -88,16 +87,6 @@ def test_recovery_hook_is_called():
     info = recover(student, teacher, {"x": np.zeros((4, 3, 16, 16), np.float32)}, ["x"],
                    hook=lambda m, d: calls.append(len(d["x"])))
     assert calls == [4] and info["method"] == "hook"
-
-
-@pytest.fixture(scope="module")
-def digits(digits_dir: Path):
-    from edgesdk.intake import build_model, load_weights
-
-    model = build_model(f"{DIGITS_MODEL}:build")
-    load_weights(model, digits_dir / "weights.safetensors")
-    with np.load(digits_dir / "eval.npz") as z:
-        return model, digits_dir / "calib.npz", {"x": z["x"], "labels": z["labels"]}
 
 
 def test_pipeline_prune_recover_quantize_on_digits(digits, tmp_path):
@@ -286,17 +275,6 @@ def test_recover_matches_every_output_of_dict_and_tuple_models(as_dict):
     names = ["scores", "boxes"] if as_dict else ["output[0]", "output[1]"]
     assert info["distilled_output"] == names[0] and info["distilled_outputs"] == names
     assert box_error() < 0.5 * err0  # the box head is matched too, not only the primary output
-
-
-class BnNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x).mean((2, 3)))
 
 
 def test_taylor_importance_leaves_batchnorm_statistics_alone():

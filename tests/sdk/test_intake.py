@@ -9,20 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from edgesdk.intake import build_model, load_weights
-
-
-class BnNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x).mean((2, 3)))
+from tests.models import BnNet
 
 
 def _save(obj, path: Path) -> Path:
