@@ -127,6 +127,13 @@ def machine_key() -> str:
     return f"{_cpu()[0]} | {platform.machine()} | {os.cpu_count()} cores"
 
 
+def bf16_supported(isa: list[str] | None = None) -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX-BF16): without it OpenVINO runs a bf16
+    hint in f32, so a bf16 artifact would be slower than asked and no faster than FP32."""
+    flags = set(_cpu()[1] if isa is None else isa)
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def int8_saturates(isa: list[str] | None = None) -> bool:
     """Whether this is an x86 CPU whose 8-bit integer dot products saturate: AVX2 without VNNI (no
     avx512_vnni, avx_vnni or amx_int8). Its u8 x s8 multiply-add (VPMADDUBSW) adds pairs into int16, which

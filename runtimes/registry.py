@@ -172,6 +172,8 @@ def load(path: str | Path, backend: str = "auto", threads: int | None = None, de
         p, entry = _from_dir(p, artifact, backend)
         if backend == "auto":  # the backend compress measured fastest here, when it measured on this machine
             backend = preferred_backend(entry) or "auto"
+        made = entry.get("session_options")  # what the artifact was made to run with (bf16 precision, say)
+        options = {**(made if isinstance(made, dict) else {}), **options}
     fmt = detect_format(p)
     if backend == "auto":
         candidates = format_backends(fmt)

@@ -95,7 +95,9 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
         for file, entry in plan.todo:
             engine = {"rebuild": True} if rebuild and detect_format(file) == "engine" else {}
             on = ((preferred_backend(entry) if entry else None) or "auto") if backend == "auto" else backend
-            with load(file, backend=on, threads=threads, device=device, isolate=isolate, **engine) as sess:
+            made = entry.get("session_options") if entry else None  # e.g. OpenVINO's bf16 precision
+            opts = {**(made if isinstance(made, dict) else {}), **engine}
+            with load(file, backend=on, threads=threads, device=device, isolate=isolate, **opts) as sess:
                 check = None
                 if plan.ref is not None and entry:
                     say(f"checking {file.name} ({sess.backend}) against the stored reference set")

@@ -80,13 +80,15 @@ def run_reference(session: Any, ref_in: Sequence[Feeds], layout: Mapping[str, st
 
 def check(path: str | Path, backend: str, ref_in: Sequence[Feeds], ref_out: Sequence[Feeds], tolerance: Tolerance, *,
           layout: Mapping[str, str] | None = None, eval_data: Mapping[str, np.ndarray] | None = None,
-          metric: Any = None, input_names: Sequence[str] = ()) -> GateRecord:
-    """Run the artifact at ``path`` on ``backend`` over ``ref_in`` and compare with ``ref_out``."""
+          metric: Any = None, input_names: Sequence[str] = (),
+          options: Mapping[str, Any] | None = None) -> GateRecord:
+    """Run the artifact at ``path`` on ``backend`` (with the session ``options`` it is made for, e.g. OpenVINO's
+    bf16 precision) over ``ref_in`` and compare with ``ref_out``."""
     from edgesdk.runtimes import load
 
     from .metrics import evaluate
 
-    with load(path, backend=backend) as sess:
+    with load(path, backend=backend, **dict(options or {})) as sess:
         fed, got, notes = run_reference(sess, ref_in, layout)
         specs = {s.name for s in sess.inputs}
         dropped = sorted(set(ref_in[0]) - specs) if ref_in else []

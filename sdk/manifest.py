@@ -79,6 +79,12 @@ def verify_entry(root: Path, entry: dict[str, Any]) -> Path:
                 raise ArtifactError(f"{file} keeps weights in {rel}, which {manifest} does not list with a sha256; "
                                     "refusing to run unverified weights",
                                     hint="re-run `edgesdk compress` (it records every weights file)")
+    if entry.get("format") == "openvino" and file.with_suffix(".bin").is_file():
+        covered = {str(Path(x.get("path", ""))) for x in listed if isinstance(x, dict)}
+        if str(file.with_suffix(".bin").relative_to(root)) not in covered:
+            raise ArtifactError(f"{file}'s weights ({file.with_suffix('.bin').name}) are not listed in {manifest} "
+                                "with a sha256; refusing to run unverified weights",
+                                hint="re-run `edgesdk compress` (it records every weights file)")
     for side in [{"path": entry.get("path"), "sha256": entry.get("sha256")}, *listed]:
         if not isinstance(side, dict):
             raise ArtifactError(f"{manifest} has a malformed external_data entry", found=repr(side)[:100])

@@ -35,7 +35,7 @@ def benchmark_artifacts(run: Any, artifacts: list[Any]) -> list[dict[str, Any]]:
             for backend in run.backends_for(art):
                 if "error" in (art.meta.get("parity_by_backend") or {}).get(backend, {}):
                     continue  # an extra backend the artifact does not run or pass on: not timed, not recommended
-                with load(art.path, backend=backend, threads=cfg.threads) as sess:
+                with load(art.path, backend=backend, threads=cfg.threads, **art.session_options) as sess:
                     run.say(f"benchmarking {art.name} on {sess.backend} at batch {batch}")
                     r = benchmark(sess, batch=batch, warmup=cfg.warmup, iterations=cfg.iterations,
                                   duration_s=cfg.duration_s, on_progress=counter(run.say), sizes=run.dims.sizes)

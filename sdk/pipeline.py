@@ -43,19 +43,23 @@ class Artifact:
     meta: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
     recommended_backend: str | None = None  # the fastest backend that passed parity here (see measure.recommend)
+    session_options: dict[str, Any] = field(default_factory=dict)  # what a session needs to run it as made
     module: Any = field(default=None, repr=False, compare=False)
 
     def to_manifest(self, root: Path) -> dict[str, Any]:
-        """The manifest entry; paths are relative to the output dir. ONNX weights kept in side files
-        (models over 2 GB) are listed with their own sha256, so a device checks them too."""
+        """The manifest entry; paths are relative to the output dir. Weights kept in side files (ONNX models
+        over 2 GB, an OpenVINO IR's .bin) are listed with their own sha256, so a device checks them too."""
         extra: dict[str, Any] = {}
+        side: list[Path] = []
         if self.format == "onnx":
             from edgesdk.runtimes.safety import external_data_files
 
             side = [self.path.parent / f for f in external_data_files(self.path)]
-            if side:
-                extra["external_data"] = [{"path": f.relative_to(root).as_posix() if f.is_absolute() else str(f),
-                                           "sha256": sha256_file(f), "size_bytes": f.stat().st_size} for f in side]
+        elif self.format == "openvino" and self.path.with_suffix(".bin").is_file():
+            side = [self.path.with_suffix(".bin")]  # an IR's weights
+        if side:
+            extra["external_data"] = [{"path": f.relative_to(root).as_posix() if f.is_absolute() else str(f),
+                                       "sha256": sha256_file(f), "size_bytes": f.stat().st_size} for f in side]
         return {**extra, 
             "name": self.name,
             "path": self.path.relative_to(root).as_posix() if self.path.is_absolute() else str(self.path),
@@ -71,6 +75,7 @@ class Artifact:
             "parent": self.parent,
             "status": self.status,
             "recommended_backend": self.recommended_backend,
+            "session_options": self.session_options,
             "meta": self.meta,
         }
 

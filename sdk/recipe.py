@@ -32,7 +32,7 @@ from .errors import InputError
 SCHEMA_VERSION = 1
 KNOWN_TARGETS = ("onnx", "tflite", "tensorrt", "openvino")
 EXPORTERS = ("auto", "dynamo", "legacy")
-QUANT_MODES = ("none", "fp16", "int8", "int8-dynamic")
+QUANT_MODES = ("none", "fp16", "int8", "int8-dynamic", "bf16")  # bf16: OpenVINO IR run in bf16 on CPUs with it
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANT_TARGETS = ("auto", "cpu", "tensorrt")
 PRUNE_METHODS = ("channel", "unstructured", "2:4")
@@ -292,6 +292,11 @@ class Recipe:
             if getattr(p, name) is not None and not pruned:
                 raise InputError(f"prune.{name} is set but nothing is pruned", expected="--prune RATIO|LOW:HIGH",
                                  found="no prune.ratio", hint=f"add --prune 0.5, or remove prune.{name}")
+        if q.mode == "bf16" and (q.max_accuracy_drop is not None or q.min_cosine is not None):
+            raise InputError("a quantization budget applies to int8/fp16 quantization, not to bf16",
+                             expected="bf16 without --max-accuracy-drop/--min-cosine (its parity rule has its "
+                                      "own tolerance)", found="quantize.mode bf16 with a budget",
+                             hint="drop the budget, or use --quantize int8 with it")
         if q.mode != "none":
             return
         # --max-accuracy-drop is the run's budget: with pruning alone it bounds what the pruned model may lose
@@ -311,17 +316,20 @@ class Recipe:
         p = self.prune
         if p.ratio is not None or p.target_macs is not None or p.method == "2:4":  # 2:4 has a fixed sparsity
             stages += ["prune"] + (["export_onnx"] if onnx else [])
-        if onnx and self.quantize.mode != "none":
+        mode = self.quantize.mode
+        if onnx and mode == "bf16":
+            stages.append("bf16_openvino")
+        elif onnx and mode != "none":
             stages.append("quantize_onnx")
         if tensorrt:
             stages.append("export_tensorrt")
             if self.quantize.mode == "int8" and self.quantize.target != "tensorrt":
                 stages.append("quantize_onnx_trt")  # the CPU INT8 uses uint8 activations; TensorRT needs symmetric
-            if self.quantize.mode != "none":
+            if mode not in ("none", "bf16"):
                 stages.append("quantize_tensorrt")
         if tflite:
             stages.append("export_tflite")
-            if self.quantize.mode != "none":
+            if mode not in ("none", "bf16"):  # TFLite has no bf16 mode: the FP32 file is the one for phones
                 stages.append("quantize_tflite")
         return stages
 

@@ -101,6 +101,7 @@ class CompressRun:
         from .atomic import check_output_path
 
         check_output_path(self.out_dir)  # an -o the filesystem cannot take fails now, not after the work
+        self._check_precision_here()
 
         if not isinstance(self.model, torch.nn.Module):
             raise InputError("compress() needs a torch.nn.Module", expected="torch.nn.Module",
@@ -119,6 +120,26 @@ class CompressRun:
         self.output_names = check_output_names(self.output_names, examples)
         self._resolve_dims()
         self._load_data()
+
+    def _check_precision_here(self) -> None:
+        """Refuse bf16 before any work on a CPU without bf16 arithmetic or without OpenVINO: OpenVINO would run
+        the bf16 hint in f32 and the artifact would be a slower copy of the FP32 one."""
+        if self.recipe.quantize.mode != "bf16":
+            return
+        from edgesdk.errors import BackendUnavailableError
+        from edgesdk.runtimes.fingerprint import _cpu, bf16_supported
+        from edgesdk.runtimes.registry import backend_installed, install_hint
+
+        if not bf16_supported():
+            model, isa = _cpu()
+            raise InputError("--quantize bf16 needs a CPU with bf16 arithmetic, and this one has none",
+                             expected="an x86 CPU with AVX512-BF16 or AMX-BF16 (Intel Cooper Lake, Sapphire Rapids "
+                                      "and later; AMD Zen 4 and later)",
+                             found=f"{model or 'unknown CPU'}: {', '.join(isa) or 'no ISA flags read'}",
+                             hint="use --quantize fp16 (GPUs) or int8 (CPUs); run bf16 on a machine that has it")
+        if not backend_installed("openvino"):
+            raise BackendUnavailableError("--quantize bf16 runs through OpenVINO, which is not installed",
+                                          hint=install_hint("openvino"))
 
     def _resolve_dims(self) -> None:
         ex = self.recipe.export
@@ -327,7 +348,8 @@ class CompressRun:
             advisory = i > 0 and self.advisory(art, backend)
             try:
                 rec = check(art.path, backend, self.reference_inputs, ref_out, tol, layout=art.meta.get("input_layout"),
-                            eval_data=self.eval_data, metric=self.metric, input_names=list(self.examples))
+                            eval_data=self.eval_data, metric=self.metric, input_names=list(self.examples),
+                            options=art.session_options)
             except EdgeSDKError as e:
                 if not advisory:
                     raise

@@ -9,4 +9,4 @@ Example::
 """
 from __future__ import annotations
 
-from . import onnx, prune, tensorrt, tflite  # noqa: F401  (each registers its stages)
+from . import onnx, openvino, prune, tensorrt, tflite  # noqa: F401  (each registers its stages)
