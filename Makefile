@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/digits/train.py --out $(DEMO)/digits
-	$(BIN)/edgesdk compress examples/digits/model.py:build \
-		--weights $(DEMO)/digits/weights.safetensors --input x:1x1x8x8 \
+	$(BIN)/python examples/digits/train.py --out $(DEMO)/digits --size 32 --epochs 3
+	$(BIN)/edgesdk compress examples/digits/model.py:build_resnet \
+		--weights $(DEMO)/digits/weights.safetensors --input x:1x1x32x32 \
 		--calib $(DEMO)/digits/calib.npz --eval-data $(DEMO)/digits/eval.npz \
-		--prune 0.5 --quantize int8 --threads 2 --batch 1,32 -o $(DEMO)/digits/out
+		--prune 0.5 --recover-steps 60 --quantize int8 --threads 2 --batch 1,32 -o $(DEMO)/digits/out
 
 # Debian's Chromium renders the HTML report in a test; installed when missing and we may (root + apt).
 browser:
