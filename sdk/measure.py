@@ -48,7 +48,9 @@ def benchmark_artifacts(run: Any, artifacts: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-RULE = "lowest p50 at the smallest batch timed, among the backends on which the artifact passed parity"
+RULE = ("lowest p50 at the smallest batch timed, among the backends on which the artifact passed parity; the "
+        "format's default backend keeps the place unless another is faster beyond the noise (95% intervals of the "
+        "p50s apart)")
 
 
 def recommend_backends(artifacts: list[Any], rows: list[dict[str, Any]]) -> None:
@@ -64,13 +66,26 @@ def recommend_backends(artifacts: list[Any], rows: list[dict[str, Any]]) -> None
         batch = min(r["batch"] for r in mine)
         at = [r for r in mine if r["batch"] == batch]
         p50 = {r["backend"]: r["latency_ms"]["p50"] for r in at}
-        ok = {r["backend"] for r in at if r.get("parity_passed") is not False}
-        best = min(ok, key=lambda b: p50[b]) if ok else None
+        ok = [r for r in at if r.get("parity_passed") is not False]  # in backends_for's order: the default first
+        best = None
+        for r in ok:
+            if best is None or _clearly_faster(r["latency_ms"], best["latency_ms"]):
+                best = r
+        best = best["backend"] if best is not None else None
         art.recommended_backend = best
         not_run = {b: d["error"] for b, d in (art.meta.get("parity_by_backend") or {}).items() if "error" in d}
         art.meta["backend_choice"] = {"recommended": best, "batch": batch, "threads": at[0].get("threads"),
-                                      "p50_ms": p50, "failed_parity": sorted(set(p50) - ok), "not_timed": not_run,
+                                      "p50_ms": p50, "failed_parity": sorted(set(p50) - {r["backend"] for r in ok}), "not_timed": not_run,
                                       "rule": RULE, "machine": machine_key()}
+
+
+def _clearly_faster(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a``'s p50 is below ``b``'s beyond the noise: its interval's top under ``b``'s bottom (plain p50s when
+    either has too few runs for an interval)."""
+    hi, lo = a.get("p50_ci_high"), b.get("p50_ci_low")
+    if hi is None or lo is None:
+        return a["p50"] < b["p50"]
+    return hi < lo
 
 
 def _fixed_batch(art: Any) -> int | None:
