@@ -138,6 +138,16 @@ def preferred_backend(entry: dict[str, Any]) -> str | None:
     return best
 
 
+def as_made(entry: dict[str, Any], backend: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(backend, session options) for running a manifest entry as compress made it: "auto" becomes the
+    recommended backend when it holds here (``preferred_backend``), and the entry's ``session_options`` (an
+    OpenVINO bf16 precision, say) come first, under the caller's own options."""
+    if backend == "auto":
+        backend = preferred_backend(entry) or "auto"
+    made = entry.get("session_options")
+    return backend, {**(made if isinstance(made, dict) else {}), **options}
+
+
 def _from_dir(path: Path, artifact: str | None, backend: str = "auto") -> tuple[Path, dict[str, Any]]:
     """The artifact of a directory to load and its manifest entry: the named one, else the first a backend
     here can run; its files verified against the manifest (edgesdk.manifest)."""
@@ -170,10 +180,7 @@ def load(path: str | Path, backend: str = "auto", threads: int | None = None, de
     p = Path(path)
     if p.is_dir():
         p, entry = _from_dir(p, artifact, backend)
-        if backend == "auto":  # the backend compress measured fastest here, when it measured on this machine
-            backend = preferred_backend(entry) or "auto"
-        made = entry.get("session_options")  # what the artifact was made to run with (bf16 precision, say)
-        options = {**(made if isinstance(made, dict) else {}), **options}
+        backend, options = as_made(entry, backend, options)
     fmt = detect_format(p)
     if backend == "auto":
         candidates = format_backends(fmt)

@@ -76,11 +76,11 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
     when compress stored a reference set, each artifact's parity and accuracy are re-checked on
     this device (``device_check`` in each result row). Artifacts no backend here can run are
     listed under ``skipped`` instead of failing the whole run. With ``backend="auto"`` an artifact runs on
-    the backend compress recommended for it when that was measured on this machine (``preferred_backend``).
+    the backend compress recommended for it when that was measured on this machine (``as_made``).
     """
     from edgesdk.runtimes import detect_format, load
     from edgesdk.runtimes.fingerprint import device_fingerprint
-    from edgesdk.runtimes.registry import preferred_backend
+    from edgesdk.runtimes.registry import as_made
 
     from .reference import check_artifact
 
@@ -94,9 +94,7 @@ def benchmark_paths(paths: list[str | Path], *, backend: str = "auto", threads: 
         plan = _plan(p, backend, skipped)
         for file, entry in plan.todo:
             engine = {"rebuild": True} if rebuild and detect_format(file) == "engine" else {}
-            on = ((preferred_backend(entry) if entry else None) or "auto") if backend == "auto" else backend
-            made = entry.get("session_options") if entry else None  # e.g. OpenVINO's bf16 precision
-            opts = {**(made if isinstance(made, dict) else {}), **engine}
+            on, opts = as_made(entry, backend, engine) if entry else (backend, engine)
             with load(file, backend=on, threads=threads, device=device, isolate=isolate, **opts) as sess:
                 check = None
                 if plan.ref is not None and entry:

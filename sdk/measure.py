@@ -75,7 +75,8 @@ def recommend_backends(artifacts: list[Any], rows: list[dict[str, Any]]) -> None
         art.recommended_backend = best
         not_run = {b: d["error"] for b, d in (art.meta.get("parity_by_backend") or {}).items() if "error" in d}
         art.meta["backend_choice"] = {"recommended": best, "batch": batch, "threads": at[0].get("threads"),
-                                      "p50_ms": p50, "failed_parity": sorted(set(p50) - {r["backend"] for r in ok}), "not_timed": not_run,
+                                      "p50_ms": p50, "failed_parity": sorted(set(p50) - {r["backend"] for r in ok}),
+                                      "not_timed": not_run,
                                       "rule": RULE, "machine": machine_key()}
 
 

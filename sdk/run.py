@@ -122,24 +122,11 @@ class CompressRun:
         self._load_data()
 
     def _check_precision_here(self) -> None:
-        """Refuse bf16 before any work on a CPU without bf16 arithmetic or without OpenVINO: OpenVINO would run
-        the bf16 hint in f32 and the artifact would be a slower copy of the FP32 one."""
-        if self.recipe.quantize.mode != "bf16":
-            return
-        from edgesdk.errors import BackendUnavailableError
-        from edgesdk.runtimes.fingerprint import _cpu, bf16_supported
-        from edgesdk.runtimes.registry import backend_installed, install_hint
+        """A precision this machine cannot run is refused before any work (bf16 without bf16 arithmetic)."""
+        if self.recipe.quantize.mode == "bf16":
+            from edgesdk.compress.stages.openvino import require_bf16
 
-        if not bf16_supported():
-            model, isa = _cpu()
-            raise InputError("--quantize bf16 needs a CPU with bf16 arithmetic, and this one has none",
-                             expected="an x86 CPU with AVX512-BF16 or AMX-BF16 (Intel Cooper Lake, Sapphire Rapids "
-                                      "and later; AMD Zen 4 and later)",
-                             found=f"{model or 'unknown CPU'}: {', '.join(isa) or 'no ISA flags read'}",
-                             hint="use --quantize fp16 (GPUs) or int8 (CPUs); run bf16 on a machine that has it")
-        if not backend_installed("openvino"):
-            raise BackendUnavailableError("--quantize bf16 runs through OpenVINO, which is not installed",
-                                          hint=install_hint("openvino"))
+            require_bf16()
 
     def _resolve_dims(self) -> None:
         ex = self.recipe.export
