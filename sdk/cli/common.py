@@ -22,15 +22,40 @@ def _say(ctx: click.Context) -> Callable[[str], None]:
         root.call_on_close(say.close)
     return say
 
-def _batches(text: str) -> tuple[int, ...]:
+def _positive_ints(text: str, flag: str, example: str, hint: str | None = None) -> tuple[int, ...]:
+    """A comma list of positive integers for ``flag`` (``1,8,32``), in the order given; anything else (a word,
+    zero, a negative, nothing at all) is one InputError naming the flag and the value."""
     try:
-        values = tuple(int(b) for b in text.split(",") if b.strip())
+        values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise InputError(f"bad --batch value {text!r}", expected="comma-separated integers, e.g. 1,8,32",
-                         found=text) from None
+        raise InputError(f"bad {flag} value {text!r}", expected=f"comma-separated integers, e.g. {example}",
+                         found=text, hint=hint) from None
     if not values or any(v < 1 for v in values):
-        raise InputError(f"bad --batch value {text!r}", expected="positive integers, e.g. 1,8,32", found=text)
+        raise InputError(f"bad {flag} value {text!r}", expected=f"positive integers, e.g. {example}", found=text,
+                         hint=hint)
     return values
+
+def _batches(text: str) -> tuple[int, ...]:
+    return _positive_ints(text, "--batch", "1,8,32")
+
+def _threads(text: str | None) -> tuple[int, ...] | None:
+    """``--threads 2`` or a sweep ``--threads 1,2,4`` (duplicates dropped); None leaves it to the backend."""
+    if text is None:
+        return None
+    return tuple(dict.fromkeys(_positive_ints(text, "--threads", "2 or 1,2,4",
+                                              hint="leave it out to let the backend choose")))
+
+def _backends(text: str) -> str | tuple[str, ...]:
+    """``--backend auto``, one name, or a sweep ``onnxruntime,openvino`` (duplicates dropped). ``auto`` stands
+    alone: it picks one backend per artifact, so it cannot be swept next to named ones."""
+    names = tuple(dict.fromkeys(b.strip() for b in text.split(",") if b.strip()))
+    if len(names) == 1:
+        return names[0]
+    if not names or "auto" in names:
+        raise InputError(f"bad --backend value {text!r}", expected="auto, one backend name, or a comma list of "
+                         "backend names, e.g. onnxruntime,openvino", found=text,
+                         hint="`edgesdk doctor` lists the backends installed here")
+    return names
 
 def _save(path: str, write: Callable[[str], Any]) -> None:
     """Run ``write(path)``; an OS error becomes one clear OutputWriteError (exit 5), not a traceback."""

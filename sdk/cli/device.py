@@ -10,13 +10,14 @@ import click
 from edgesdk.atomic import json_text
 from edgesdk.errors import InputError
 
-from .common import _NO_ISOLATE_HELP, _batches, _emit_report, _npz_bytes, _save, _say
+from .common import _NO_ISOLATE_HELP, _backends, _batches, _emit_report, _npz_bytes, _save, _say, _threads
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--backend", default="auto", show_default=True, help="Force a backend (onnxruntime, ...).")
+@click.option("--backend", "backend_text", default="auto", show_default=True,
+              help="Force a backend (onnxruntime, ...), or sweep several: onnxruntime,openvino.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
-@click.option("--threads", type=int, help="Intra-op threads.")
+@click.option("--threads", "threads_text", help="Intra-op threads, or a sweep: 1,2,4 (each with every --batch).")
 @click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes, e.g. 1,8,32.")
 @click.option("--warmup", type=int, default=10, show_default=True)
 @click.option("--iterations", type=int, default=100, show_default=True)
@@ -26,10 +27,14 @@ from .common import _NO_ISOLATE_HELP, _batches, _emit_report, _npz_bytes, _save,
 @click.option("--no-isolate", is_flag=True, help=_NO_ISOLATE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: str, threads: int | None,
+def benchmark(ctx: click.Context, paths: tuple[str, ...], backend_text: str, device: str, threads_text: str | None,
               batch_text: str, warmup: int, iterations: int, duration_s: float | None, output: str | None,
               rebuild: bool, no_isolate: bool, as_json: bool) -> None:
-    """Benchmark artifact files or artifact directories on this device."""
+    """Benchmark artifact files or artifact directories on this device.
+
+    Comma lists sweep: every backend x thread count x batch size is timed (one session per backend and thread
+    count), and the report marks the Pareto points of latency vs throughput (its ``sweep`` key).
+    """
     from edgesdk.atomic import write_json
     from edgesdk.benchmarking import benchmark_paths
 
@@ -38,11 +43,10 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend: str, device: 
     if duration_s is not None and ctx.get_parameter_source("iterations") is click.core.ParameterSource.COMMANDLINE:
         raise InputError("give either --iterations or --duration, not both", found=f"--iterations {iterations} "
                          f"--duration {duration_s}", hint="--duration S runs for S seconds; --iterations N runs N times")
-    if threads is not None and threads < 1:
-        raise InputError("--threads must be at least 1", found=str(threads), hint="leave it out to let the backend choose")
     if duration_s is not None and not (duration_s > 0 and duration_s != float("inf")):
         raise InputError("--duration must be a positive number of seconds", found=str(duration_s))
     batches = tuple(dict.fromkeys(_batches(batch_text)))  # 1,1,8 -> 1,8: one row per batch size
+    threads, backend = _threads(threads_text), _backends(backend_text)
     report = benchmark_paths(list(paths), backend=backend, threads=threads, batches=batches,
                              warmup=warmup, iterations=iterations, duration_s=duration_s, device=device,
                              progress=_say(ctx), isolate=not no_isolate, rebuild=rebuild)

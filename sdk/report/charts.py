@@ -3,7 +3,8 @@ rendered to inline SVG, so no global backend is switched.
 
 Example::
 
-    section = charts_section(report["results"])   # "" without matplotlib
+    section = charts_section(report["results"])   # a note instead without matplotlib
+    svg = sweep_chart(sweep_of(report), matplotlib_figure())   # latency vs throughput, Pareto points marked
 """
 from __future__ import annotations
 
@@ -115,21 +116,104 @@ def _rc() -> Any:
 
     return matplotlib.rc_context({"font.size": 9})
 
+def figure_html(caption: str, draw: Any, data: Any, figure_cls: Any) -> str:
+    """``draw(data, figure_cls)`` as a <figure> with its caption; "" when it draws nothing, and a note when odd
+    data makes it fail (one bad chart must not cost the whole page)."""
+    try:
+        svg = draw(data, figure_cls)
+    except (ValueError, TypeError, KeyError) as e:
+        log.warning("chart not drawn (%s): %s", caption, e)
+        return f"<p class=\"note\">chart not drawn: {esc(e)}</p>"
+    return f"<figure>{svg}<figcaption>{esc(caption)}</figcaption></figure>" if svg else ""
+
 def charts_section(results: list[dict[str, Any]]) -> str:
     """The charts, or a note saying how to get them."""
     figure_cls = matplotlib_figure()
     if figure_cls is None:
         return (f"<h2>Charts</h2><p class=\"note\">Charts need matplotlib: <code>{esc(CHARTS_HINT)}</code></p>")
-    figs = []
-    for caption, draw in (("Latency distribution per artifact and batch (ms).", latency_chart),
-                          ("Size vs p50 latency; labels give accuracy. Rows without a file (PyTorch eager) are "
-                           "not plotted.", size_chart)):
-        try:
-            svg = draw(results, figure_cls)
-        except (ValueError, TypeError, KeyError) as e:  # odd data must not cost the whole page; said on the page
-            log.warning("chart not drawn (%s): %s", caption, e)
-            figs.append(f"<p class=\"note\">chart not drawn: {esc(e)}</p>")
-            continue
-        if svg:
-            figs.append(f"<figure>{svg}<figcaption>{esc(caption)}</figcaption></figure>")
+    figs = [figure_html(caption, draw, results, figure_cls) for caption, draw in (
+        ("Latency distribution per artifact and batch (ms).", latency_chart),
+        ("Size vs p50 latency; labels give accuracy. Rows without a file (PyTorch eager) are not plotted.",
+         size_chart))]
+    figs = [f for f in figs if f]
     return "<h2>Charts</h2>" + "".join(figs) if figs else ""
+
+def _series_label(s: dict[str, Any]) -> str:
+    return f"{s.get('artifact')} ({s.get('backend')})"
+
+def _point_label(p: dict[str, Any]) -> str:
+    """``b8/t2``: the batch and thread count of a sweep point (``b8`` when the backend chose the threads)."""
+    return f"b{p.get('batch')}" + ("" if p.get("threads") is None else f"/t{p['threads']}")
+
+def _log_if_wide(set_scale: Any, values: list[float]) -> None:
+    """A log axis when the values span more than 20x (batch 1 to 32 often does), as the latency chart does."""
+    if values and min(values) > 0 and max(values) / min(values) > 20:
+        set_scale("log")
+
+def _frontier(ax: Any, s: dict[str, Any], color: Any) -> None:
+    """One series on the latency/throughput axes: hollow dominated points, filled larger Pareto points joined
+    by the frontier line (in latency order), every point labelled with its batch and threads."""
+    pts = s["points"]
+    front = sorted((p for p in pts if p.get("pareto")), key=lambda p: (p["p50_ms"], -p["throughput"]))
+    rest = [p for p in pts if not p.get("pareto")]
+    ax.plot([p["p50_ms"] for p in front], [p["throughput"] for p in front], color=color, lw=1.3, zorder=2)
+    ax.scatter([p["p50_ms"] for p in front], [p["throughput"] for p in front], s=70, color=color,
+               edgecolor="black", zorder=3, label=_series_label(s))
+    if rest:
+        ax.scatter([p["p50_ms"] for p in rest], [p["throughput"] for p in rest], s=28, facecolors="none",
+                   edgecolors=[color], zorder=3)
+    for p in pts:
+        ax.annotate(_point_label(p), (p["p50_ms"], p["throughput"]), xytext=(5, 4), textcoords="offset points",
+                    fontsize=7, parse_math=False)
+
+def _rss_panel(ax: Any, series: list[dict[str, Any]], colors: dict[str, Any]) -> None:
+    """Peak RSS (MB) against batch size: one line per series and thread count (line style by thread count)."""
+    styles = ("-", "--", ":", "-.")
+    counts = list(dict.fromkeys(p.get("threads") for s in series for p in s["points"]))
+    for s in series:
+        for t in counts:
+            pts = sorted((p for p in s["points"] if p.get("threads") == t and p.get("peak_rss_mb") is not None),
+                         key=lambda p: p["batch"])
+            if pts:
+                ax.plot([p["batch"] for p in pts], [p["peak_rss_mb"] for p in pts], marker="o", ms=4,
+                        ls=styles[counts.index(t) % len(styles)], color=colors[_series_label(s)])
+    from matplotlib.lines import Line2D
+
+    ax.legend(handles=[Line2D([], [], color="gray", ls=styles[i % len(styles)],
+                              label="threads auto" if t is None else f"{t} thread{'s' if t != 1 else ''}")
+                       for i, t in enumerate(counts)], fontsize=8, frameon=False)
+    batches = sorted({p["batch"] for s in series for p in s["points"] if p.get("peak_rss_mb") is not None})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])  # the batch sizes run, not powers of two
+    ax.minorticks_off()
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("peak RSS (MB)")
+    ax.grid(alpha=0.3)
+
+def sweep_chart(series: list[dict[str, Any]], figure_cls: Any) -> str | None:
+    """Latency (x, p50 ms) vs throughput (y, items/s) per (artifact, backend), Pareto points filled on their
+    frontier line, every point labelled ``b<batch>/t<threads>``; beside it peak RSS against batch size when the
+    rows have it. None unless some series has more than one point."""
+    drawn = [s for s in series if s.get("points")]
+    if not any(len(s["points"]) > 1 for s in drawn):
+        return None
+    colors = _colors([_series_label(s) for s in drawn])
+    with_rss = any(p.get("peak_rss_mb") is not None for s in drawn for p in s["points"])
+    with _rc():
+        fig = figure_cls(figsize=(11.5 if with_rss else 6.5, 4.4))
+        ax = fig.add_subplot(1, 2 if with_rss else 1, 1)
+        for s in drawn:
+            _frontier(ax, s, colors[_series_label(s)])
+        points = [p for s in drawn for p in s["points"]]
+        _log_if_wide(ax.set_xscale, [p["p50_ms"] for p in points])
+        _log_if_wide(ax.set_yscale, [p["throughput"] for p in points])
+        ax.set_xlabel("p50 latency per call (ms)")
+        ax.set_ylabel("throughput (items/s)")
+        ax.grid(alpha=0.3)
+        legend = ax.legend(fontsize=8, frameon=False, loc="best")
+        for text in legend.get_texts():
+            text.set_parse_math(False)  # names such as "m_$x.onnx" print as written
+        if with_rss:
+            _rss_panel(fig.add_subplot(1, 2, 2), drawn, colors)
+        fig.tight_layout()
+        return svg_of(fig, "edgesdk-sweep")

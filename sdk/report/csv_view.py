@@ -16,7 +16,7 @@ from .tables import _jetson_label
 CSV_COLUMNS = ("artifact", "backend", "format", "precision", "batch", "threads", "p50_ms", "p90_ms", "p95_ms",
                "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput", "size_bytes", "accuracy", "parity_passed",
                "speedup_vs_baseline", "cpu_model", "cores", "machine", "gpu", "jetson", "os", "edgesdk_version",
-               "created")
+               "created", "peak_rss_mb", "peak_rss_scope", "pareto")  # later columns go last: old readers keep working
 
 def csv_cell(v: Any) -> str:
     """A CSV cell: empty for None, true/false for booleans, repr-exact floats."""
@@ -28,9 +28,12 @@ def csv_cell(v: Any) -> str:
 
 def csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The flat rows behind to_csv(), with raw (unformatted) values."""
+    from .sweep import pareto_by_row, sweep_of
+
     dev = report.get("device") or {}
+    pareto = pareto_by_row(sweep_of(report))  # empty cell for a row not in the sweep (no p50 or throughput)
     rows = []
-    for r in report.get("results", []):
+    for i, r in enumerate(report.get("results", [])):
         lat = r.get("latency_ms") or {}
         row: dict[str, Any] = {k: r.get(k) for k in ("artifact", "backend", "format", "precision", "batch", "threads")}
         row.update({f"{q}_ms": lat.get(q) for q in ("p50", "p90", "p95", "p99", "mean", "min", "max")})
@@ -38,7 +41,8 @@ def csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                                           "speedup_vs_baseline")})
         row.update({k: dev.get(k) for k in ("cpu_model", "cores", "machine", "gpu", "os")})
         row["jetson"] = _jetson_label(dev.get("jetson"))  # "Orin Nano (L4T 36.4.3, JetPack 6.2)", not a dict
-        row.update(edgesdk_version=report.get("edgesdk_version"), created=report.get("created"))
+        row.update(edgesdk_version=report.get("edgesdk_version"), created=report.get("created"),
+                   peak_rss_mb=r.get("peak_rss_mb"), peak_rss_scope=r.get("peak_rss_scope"), pareto=pareto.get(i))
         rows.append(row)
     return rows
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from .charts import charts_section, esc
+from .charts import CHARTS_HINT, charts_section, esc, figure_html, matplotlib_figure, sweep_chart
 from .tables import (SPEEDUP_NOTE, backend_choice_lines, device_summary, fmt, fmt_size, has_speedups, report_warnings, steps_rows,
-                     table_rows, targets_not_delivered)
+                     sweep_note, sweep_rows, table_rows, targets_not_delivered)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px auto;
@@ -32,7 +32,7 @@ pre{background:#f3f5f9;padding:8px;overflow:auto;font-size:12px}
 """
 
 _NUMERIC = {"batch", "size", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "speed-up", "accuracy", "params", "MACs",
-            "p50 ms (batch 1)", "cosine vs original", "stage time s"}
+            "p50 ms (batch 1)", "cosine vs original", "stage time s", "threads", "peak RSS MB"}
 
 
 def html_table(rows: list[dict[str, str]], cell_class: Callable[[int, str, str], str] | None = None,
@@ -100,8 +100,28 @@ def _status_class(_row: int, header: str, value: str) -> str:
         return "bad" if value.startswith("FAIL") else ("ok" if value.startswith("pass") else "")
     return "bad" if header == "status" and value != "ok" else ""
 
+def _pareto_class(_row: int, header: str, value: str) -> str:
+    return "best" if header == "pareto" and value == "yes" else ""
+
+def _sweep_section(report: dict[str, Any]) -> str:
+    """The batch/thread sweep: latency vs throughput chart with the Pareto points marked, and the table of
+    points with peak RSS; "" unless an artifact and backend was timed in more than one configuration."""
+    from .sweep import sweep_of
+
+    rows = sweep_rows(report)
+    if not rows:
+        return ""
+    figure_cls = matplotlib_figure()
+    chart = (figure_html("p50 latency vs throughput per artifact and backend (b = batch, t = threads); filled "
+                         "points on the line are the Pareto frontier. Right: peak RSS per batch size.",
+                         sweep_chart, sweep_of(report), figure_cls) if figure_cls is not None
+             else f"<p class=\"note\">The sweep chart needs matplotlib: <code>{esc(CHARTS_HINT)}</code></p>")
+    return (f"<h2 id=\"sweep\">Batch and thread sweep</h2>{chart}{html_table(rows, _pareto_class)}"
+            f"<p class=\"note\">{esc(sweep_note(report))}</p>")
+
 def to_html(report: dict[str, Any]) -> str:
-    """The report as one self-contained HTML page: device, recipe, results, charts, steps, warnings.
+    """The report as one self-contained HTML page: device, recipe, results, charts, the batch/thread sweep,
+    steps, warnings.
 
     Example::
 
@@ -120,6 +140,7 @@ def to_html(report: dict[str, Any]) -> str:
     if rows:
         parts.append("<h2>Results</h2>" + html_table(rows, _status_class))
         parts.append(charts_section(report.get("results") or []))
+        parts.append(_sweep_section(report))
     else:
         parts.append("<h2>Results</h2><p class=\"note\">No benchmark results (run without --no-benchmark to "
                      "measure latency).</p>" + html_table(_artifact_rows(report), _status_class))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .tables import (SPEEDUP_NOTE, _metric_unit, backend_choice_lines, device_summary, fmt, fmt_size, has_speedups, report_warnings,
-                     steps_rows, table_rows, targets_not_delivered)
+                     steps_rows, sweep_note, sweep_rows, table_rows, targets_not_delivered)
 
 def _md_table(rows: list[dict[str, str]]) -> list[str]:
     header = list(rows[0])
@@ -17,7 +17,8 @@ def _md_table(rows: list[dict[str, str]]) -> list[str]:
             + ["| " + " | ".join(r[h].replace("|", "\\|") for h in header) + " |" for r in rows])
 
 def to_markdown(report: dict[str, Any]) -> str:
-    """Render the report as Markdown: device line, then one row per (artifact, backend, batch)."""
+    """Render the report as Markdown: device line, then one row per (artifact, backend, batch), and the
+    batch/thread sweep with its Pareto points when one artifact and backend was timed more than once."""
     dev = report.get("device") or {}
     lines = ["# edgesdk report", "", "Device: " + device_summary(dev)]
     if dev.get("isa"):
@@ -42,6 +43,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {a.get('name')} | {a.get('format')} | {a.get('precision')} | "
                              f"{fmt_size(a.get('size_bytes'))} | "
                              f"{verdict} | {fmt(a.get('accuracy'), '.2f', '%')} |")
+    sweep = sweep_rows(report)
+    if sweep:
+        lines += ["", "## Batch and thread sweep", ""] + _md_table(sweep) + ["", sweep_note(report)]
     steps = steps_rows(report)
     if steps:
         for s in steps:

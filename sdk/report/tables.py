@@ -76,17 +76,23 @@ def _vs_original_cell(row: dict[str, Any], artifacts: dict[str, dict[str, Any]])
     return ", ".join(parts) or "-"
 
 def table_rows(report: dict[str, Any], fail: str = "**FAIL**") -> list[dict[str, str]]:
-    """The report table as rows of display strings (used by Markdown, HTML and the CLI)."""
+    """The report table as rows of display strings (used by Markdown, HTML and the CLI). A ``threads`` column
+    follows ``batch`` when the rows were timed at more than one thread count (a sweep), so no two rows look
+    the same."""
     artifacts = {a["name"]: a for a in report.get("artifacts") or [] if "name" in a}
+    results = report.get("results", [])
+    by_threads = len({r.get("threads") for r in results}) > 1
     rows = []
-    for r in report.get("results", []):
+    for r in results:
         lat = r.get("latency_ms") or {}
+        threads = {"threads": "auto" if r.get("threads") is None else str(r["threads"])} if by_threads else {}
         rows.append({
             "artifact": str(r.get("artifact", "?")),
             "backend": str(r.get("backend", "?")),
             "format": str(r.get("format", "?")),
             "precision": str(r.get("precision", "?")),
             "batch": str(r.get("batch", "?")),
+            **threads,
             "size": fmt_size(r.get("size_bytes")),
             "p50 ms": fmt(lat.get("p50")),
             "p90 ms": fmt(lat.get("p90")),
@@ -203,3 +209,38 @@ SPEEDUP_NOTE = "Speed-up is p50 of PyTorch eager / p50 of the artifact at the sa
 def has_speedups(report: dict[str, Any]) -> bool:
     """Whether any result row has a speed-up vs PyTorch eager (device-only benchmarks have none)."""
     return any(r.get("speedup_vs_baseline") is not None for r in report.get("results") or [])
+
+def sweep_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """The batch/thread sweep as rows of display strings, one per point (edgesdk.report.sweep); empty unless
+    some artifact and backend has more than one point. ``pareto`` is ``yes`` on the frontier of its series; a
+    peak RSS that is the process's high-water mark so far, not this configuration's, ends in ``*``."""
+    from .sweep import is_sweep, sweep_of
+
+    series = sweep_of(report)
+    if not is_sweep(series):
+        return []
+    return [{"artifact": str(s.get("artifact", "?")), "backend": str(s.get("backend", "?")),
+             "batch": str(p.get("batch", "?")), "threads": "auto" if p.get("threads") is None else str(p["threads"]),
+             "p50 ms": fmt(p.get("p50_ms")), "throughput/s": fmt(p.get("throughput"), ".1f"),
+             "peak RSS MB": fmt(p.get("peak_rss_mb"), ".1f", "" if _rss_scoped(p) else "*"),
+             "pareto": "yes" if p.get("pareto") else "-"}
+            for s in series for p in s.get("points") or []]
+
+def _rss_scoped(point: dict[str, Any]) -> bool:
+    """Whether a sweep point's peak RSS was measured for its configuration alone (or there is none)."""
+    return point.get("peak_rss_mb") is None or point.get("peak_rss_scope") == "configuration"
+
+def sweep_note(report: dict[str, Any]) -> str:
+    """What the sweep table's Pareto column and peak RSS figures mean, for the kinds of figure the report holds."""
+    from .sweep import sweep_of
+
+    points = [p for s in sweep_of(report) for p in s.get("points") or []]
+    notes = ["Pareto: no other point of the same artifact and backend has both a lower-or-equal p50 and a "
+             "higher-or-equal throughput, one of them strictly."]
+    if any(p.get("peak_rss_scope") == "configuration" for p in points):
+        notes.append("Peak RSS: this process's peak resident memory while that configuration was timed (the "
+                     "high-water mark is reset before each; memory still held from earlier ones counts).")
+    if not all(_rss_scoped(p) for p in points):
+        notes.append("*: the process's high-water mark so far (not reset per configuration on this OS), which "
+                     "only grows down a run.")
+    return " ".join(notes)
