@@ -179,7 +179,7 @@ def benchmark(session: Any, *, batch: int = 1, warmup: int = 10, iterations: int
     ms = np.asarray(times, dtype=np.float64) / 1e6
     lat = latency_stats(ms)
     mean = lat["mean"]
-    return {
+    row = {
         "backend": getattr(session, "backend", type(session).__name__),
         "batch": batch,
         "threads": getattr(session, "threads", None),
@@ -191,3 +191,6 @@ def benchmark(session: Any, *, batch: int = 1, warmup: int = 10, iterations: int
         "load_time_s": getattr(session, "load_time_s", None),
         "peak_rss_mb": _peak_rss_mb(),
     }
+    if getattr(session, "delegation", None) is not None:  # LiteRT: the share of the graph XNNPACK runs
+        row["delegation"] = session.delegation
+    return row

@@ -61,6 +61,42 @@ def dequantize(q: np.ndarray, io: _IO) -> np.ndarray:
     return ((q.astype(np.float32) - io.zero) * io.scale).astype(np.float32)
 
 
+def delegation(it: Any) -> dict[str, Any]:
+    """How much of a loaded interpreter's graph XNNPACK runs: delegated and total nodes, partitions, and the
+    ops left to LiteRT's own kernels (each one between partitions costs a hand-over and often a slow
+    reference kernel, e.g. PADV2 with a -inf pad value before a max pool).
+
+    The interpreter lists every node of the model plus one DELEGATE node per partition; a node runs on its
+    own when it feeds a partition or a graph output without being inside one, or feeds such a node.
+
+    Example::
+
+        delegation(interpreter)  # {"delegate": "XNNPACK", "delegated": 36, "total": 37, "partitions": 2,
+                                 #  "not_delegated": {"PADV2": 1}}
+    """
+    ops = it._get_ops_details()
+    parts = [o for o in ops if o["op_name"] == "DELEGATE"]
+    nodes = [o for o in ops if o["op_name"] != "DELEGATE"]
+    by_partition = {int(t) for d in parts for t in d["outputs"]}
+    wanted = {int(t) for d in parts for t in d["inputs"]} | {int(d["index"]) for d in it.get_output_details()}
+    left = [n for n in nodes if not {int(t) for t in n["outputs"]} & by_partition]
+    own: list[dict[str, Any]] = []
+    grew = True
+    while grew:  # walk back from what the partitions and the graph outputs need
+        grew = False
+        for n in list(left):
+            if {int(t) for t in n["outputs"]} & wanted:
+                own.append(n)
+                left.remove(n)
+                wanted |= {int(t) for t in n["inputs"]}
+                grew = True
+    names: dict[str, int] = {}
+    for n in own:
+        names[n["op_name"]] = names.get(n["op_name"], 0) + 1
+    return {"delegate": "XNNPACK" if parts else None, "delegated": len(nodes) - len(own), "total": len(nodes),
+            "partitions": len(parts), "not_delegated": dict(sorted(names.items()))}
+
+
 class LiteRTSession(Session):
     """A pool of ``ai_edge_litert`` Interpreters behind the Session API."""
 
@@ -114,6 +150,7 @@ class LiteRTSession(Session):
         # a model exported with a fixed batch of 1 (some graphs cannot keep it symbolic) still serves any
         # batch: the wrapper runs it one sample at a time
         self._per_sample = all(io.shape_sig[:1] == [1] for io in [*self._in, *self._out])
+        self.delegation = delegation(first)
         self._pool: Pool[Any] = Pool(self._new_interpreter)
         self._pool.put(first)
         self._warned = threading.Event()

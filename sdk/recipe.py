@@ -136,6 +136,9 @@ class ExportConfig(_Section):
     dynamic_batch: bool = setting(True)
     # TFLite: take image-like inputs channels-last (N,H,W,C), as mobile camera pipelines produce them
     tflite_channels_last: bool = setting(False)
+    # TFLite full-integer INT8: keep int8 input/output tensors (apps feeding int8 themselves); by default the
+    # file takes float32 and quantizes inside the graph, which XNNPACK runs as one op
+    tflite_int8_io: bool = setting(False)
     # input -> axes (or axis -> symbol) kept dynamic besides the batch, e.g. {x: [2, 3]} or {x: {2: H, 3: W}}
     dynamic_dims: dict[str, Any] = setting(factory=dict)
     dynamic_sequence: bool = setting(True)  # the sequence axis of token-id inputs (integer (N, L)) is dynamic

@@ -26,7 +26,8 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
     try:
         info = export_tflite(model, ctx.example_inputs, path, precision=precision, calib=calib,
                              output_names=ctx.output_names, dynamic_batch=ctx.recipe.export.dynamic_batch,
-                             channels_last=ctx.recipe.export.tflite_channels_last, dynamic_axes=ctx.dynamic_axes)
+                             channels_last=ctx.recipe.export.tflite_channels_last, dynamic_axes=ctx.dynamic_axes,
+                             int8_io=ctx.recipe.export.tflite_int8_io)
     except ExportError as e:  # one target failing must not abort the others
         target_failed(ctx, target, "failed", e)
         return None

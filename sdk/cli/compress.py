@@ -96,6 +96,9 @@ def _dynamic_dims(specs: list[Any], texts: tuple[str, ...]) -> dict[str, Any] | 
 @click.option("--tflite-nhwc", is_flag=True,
               help="TFLite artifacts take image inputs channels-last (N,H,W,C) instead of N,C,H,W; "
                    "verification feeds them transposed.")
+@click.option("--tflite-int8-io", is_flag=True,
+              help="Full-integer INT8 TFLite keeps int8 inputs/outputs (scale and zero point in the file) for apps "
+                   "that feed int8 themselves; by default it takes float32 and quantizes inside the graph.")
 @click.option("--output-name", "output_names", multiple=True, help="Names for the model outputs (repeatable).")
 @click.option("--atol", type=float, help="Parity absolute tolerance (default per precision; fp32 1e-4).")
 @click.option("--rtol", type=float, help="Parity relative tolerance (default per precision; fp32 1e-4).")
@@ -198,7 +201,8 @@ def _recipe(o: dict[str, Any], specs: list[Any]) -> Any:
     recipe = Recipe.from_yaml(o["recipe_file"]) if o["recipe_file"] else Recipe()
     off = {"simplify": "no_simplify", "dynamic_batch": "static_batch", "dynamic_sequence": "static_sequence",
            "benchmark": "no_benchmark", "recover": "no_recover"}  # --no-X flags: False when given
-    on = {"tflite_channels_last": "tflite_nhwc", "allow_mismatch": "allow_mismatch", "trt_sparse": "trt_sparse"}
+    on = {"tflite_channels_last": "tflite_nhwc", "tflite_int8_io": "tflite_int8_io", "allow_mismatch": "allow_mismatch",
+          "trt_sparse": "trt_sparse"}
     same = ("opset", "exporter", "atol", "rtol", "threads", "warmup", "iterations", "quantize", "calib_method",
             "per_channel", "quant_target", "max_accuracy_drop", "prune_method", "prune_target_macs",
             "prune_importance", "recover_steps", "recover_lr", "trt_dla_core", "metric", "train_device")

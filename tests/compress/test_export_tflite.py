@@ -16,6 +16,7 @@ from edgesdk.intake import build_model  # noqa: E402
 from edgesdk.runtimes.registry import backend_installed  # noqa: E402
 from edgesdk.parity import compare  # noqa: E402
 from edgesdk.runtimes import load  # noqa: E402
+from edgesdk.runtimes.inspect import inspect_artifact  # noqa: E402
 from tests.conftest import DIGITS_MODEL  # noqa: E402
 from tests.models import Unexportable, make_inputs  # noqa: E402
 
@@ -29,7 +30,11 @@ def test_all_precisions_through_compress(digits, tmp_path):
     fp32, int8 = arts["model.tflite"], arts["model.int8.tflite"]
     assert fp32["format"] == "tflite" and fp32["parity"]["passed"] and fp32["parity"]["max_abs_err"] <= 1e-4
     assert int8["precision"] == "int8" and int8["parity"]["passed"] and int8["parity"]["cosine"] > 0.99
-    assert int8["meta"]["quantization"]["method"] == "pt2e static"
+    q = int8["meta"]["quantization"]
+    assert q["route"] == "ai-edge-quantizer" and q["io"].startswith("float32")  # quantizes inside the graph
+    assert inspect_artifact(tmp_path / "o" / "model.int8.tflite")["inputs"][0]["dtype"] == "float32"
+    lite = [r for r in res.report["results"] if r["backend"] == "litert"]
+    assert lite and all(0 < r["delegation"]["delegated"] <= r["delegation"]["total"] for r in lite)
     assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.5
     assert int8["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]  # float through the wrapper
     assert res.manifest["targets"]["tflite"]["status"] == "ok"
@@ -145,11 +150,45 @@ def test_full_integer_int8_calibrates_with_few_samples(tmp_path):
     model = build_model(f"{DIGITS_MODEL}:build")
     calib = {"x": np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)}  # fewer than one batch of 32
     path = tmp_path / "m.int8.tflite"
-    export_tflite(model, {"x": torch.rand(1, 1, 8, 8)}, path, precision="int8", calib=calib)
-    from edgesdk.runtimes import inspect_artifact
-
+    export_tflite(model, {"x": torch.rand(1, 1, 8, 8)}, path, precision="int8", calib=calib, int8_io=True)
     q = inspect_artifact(path)["inputs"][0]["quantization"]
     assert q != {"scale": 1.0, "zero_point": 0}, q  # an uncalibrated observer leaves scale 1, zero point 0
+
+
+@pytest.mark.slow
+def test_int8_io_choice_and_route_fallback(tmp_path, monkeypatch):
+    """By default the INT8 file takes float32 and its first op quantizes; int8_io keeps the integer edge (with the
+    calibrated scale), and both compute the same; when ai-edge-quantizer fails, PT2E makes the file and says why."""
+    import edgesdk.compress.export_tflite as et
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = build_model(f"{DIGITS_MODEL}:build")
+    calib = {"x": np.random.default_rng(0).random((32, 1, 8, 8), dtype=np.float32)}
+    x = {"x": torch.rand(1, 1, 8, 8)}
+    paths = {k: tmp_path / f"{k}.int8.tflite" for k in ("float", "int8", "pt2e")}
+    export_tflite(model, x, paths["float"], precision="int8", calib=calib)
+    export_tflite(model, x, paths["int8"], precision="int8", calib=calib, int8_io=True)
+    flat = schema.ModelT.InitFromPackedBuf(paths["float"].read_bytes(), 0)
+    sg = flat.subgraphs[0]
+    first = flat.operatorCodes[sg.operators[0].opcodeIndex]
+    assert max(first.builtinCode, first.deprecatedBuiltinCode) == schema.BuiltinOperator.QUANTIZE
+    assert sg.tensors[sg.inputs[0]].type == schema.TensorType.FLOAT32 and sg.tensors[sg.inputs[0]].name == b"x"
+    assert inspect_artifact(paths["int8"])["inputs"][0]["dtype"] == "int8"
+
+    def refuse(*a, **k):
+        raise RuntimeError("no quantization for this op")
+
+    monkeypatch.setattr(et, "_ai_edge_static", refuse)  # the fallback's control flow; PT2E itself runs for real
+    info = export_tflite(model, x, paths["pt2e"], precision="int8", calib=calib)
+    assert info.quantization["route"] == "litert-torch pt2e"
+    assert "no quantization for this op" in info.quantization["route_reason"]
+    assert any("litert-torch pt2e" in w for w in info.warnings)
+    feeds = {"x": calib["x"][:8]}
+    with load(paths["float"]) as a, load(paths["int8"]) as b, load(paths["pt2e"]) as c:
+        ya, yb, yc = (s.run(feeds)["output"] for s in (a, b, c))
+        assert a.delegation["delegate"] == "XNNPACK" and a.delegation["not_delegated"] == {}
+    np.testing.assert_allclose(ya, yb, atol=1e-5)  # same integer graph, quantized in the graph or by the runtime
+    assert compare({"o": ya}, {"o": yc}, atol=None, rtol=None).to_dict()["cosine"] > 0.99
 
 
 class _Tok(torch.nn.Module):

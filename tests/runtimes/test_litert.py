@@ -24,7 +24,7 @@ def tflites(tmp_path_factory) -> tuple[torch.nn.Module, Path, Path]:
     model = build("Residual")
     calib = {"x": make_inputs("Residual", 64)["x"].numpy()}
     export_tflite(model, make_inputs("Residual", 1), d / "m.tflite")
-    export_tflite(model, make_inputs("Residual", 1), d / "m.int8.tflite", precision="int8", calib=calib)
+    export_tflite(model, make_inputs("Residual", 1), d / "m.int8.tflite", precision="int8", calib=calib, int8_io=True)
     return model, d / "m.tflite", d / "m.int8.tflite"
 
 
