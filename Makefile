@@ -40,6 +40,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/fast_by_default.py --out docs/benchmarks-fast.md
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
