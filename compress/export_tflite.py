@@ -181,7 +181,8 @@ def _float_io(path: Path) -> int:
 def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Path, *, precision: str = "fp32",
                   calib: Mapping[str, np.ndarray] | None = None, output_names: list[str] | None = None,
                   dynamic_batch: bool = True, channels_last: bool = False,
-                  dynamic_axes: dict[str, dict[int, str]] | None = None, int8_io: bool = False) -> TFLiteInfo:
+                  dynamic_axes: dict[str, dict[int, str]] | None = None, int8_io: bool = False,
+                  float_file: str | Path | None = None) -> TFLiteInfo:
     """Convert ``model`` to ``path``; raise ExportError naming the op that failed to lower.
 
     ``example_inputs`` are in forward()'s order. ``dynamic_axes`` (input -> axis -> symbol, the batch
@@ -192,6 +193,8 @@ def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Pat
     the model's layout. ``info.input_layout`` names the inputs that changed.
     ``int8_io`` (full-integer only): keep int8 input/output tensors, for apps that feed int8 themselves;
     by default the file takes and returns float32 and quantizes inside the graph (one XNNPACK op).
+    ``float_file``: the float32 TFLite already made of this model with these settings; the quantized
+    precisions start from it instead of converting again (a conversion is 10-60 s), and keep its dynamic axes.
     """
     if precision not in PRECISIONS:
         raise InputError(f"unknown TFLite precision {precision!r}", expected=" | ".join(PRECISIONS), found=precision)
@@ -213,7 +216,10 @@ def export_tflite(model: Any, example_inputs: Mapping[str, Any], path: str | Pat
     if channels_last:
         model, example_inputs, calib, layout = _to_channels_last(model, example_inputs, calib)
         axes = {n: (_nhwc_axes(a, example_inputs[n].dim()) if n in layout else a) for n, a in axes.items()}
-    info = _export_keeping(model, example_inputs, path, precision, calib, output_names, axes, int8_io)
+    if float_file is not None and precision != "fp32":
+        axes = _kept_axes(Path(float_file), list(example_inputs), axes)
+    info = _export_keeping(model, example_inputs, path, precision, calib, output_names, axes, int8_io,
+                           None if precision == "fp32" else float_file)
     info.input_layout = layout
     return info
 
@@ -234,22 +240,38 @@ def _nhwc_axes(axes: dict[int, str], rank: int) -> dict[int, str]:
     return {(0 if a == 0 else rank - 1 if a == 1 else a - 1): sym for a, sym in axes.items()}
 
 
+def _kept_axes(float_file: Path, names: list[str], axes: dict[str, dict[int, str]]) -> dict[str, dict[int, str]]:
+    """The axes of ``axes`` that ``float_file`` kept dynamic (-1 in its input shape signatures), by input name."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    sg = schema.ModelT.InitFromPackedBuf(float_file.read_bytes(), 0).subgraphs[0]
+    sig = {sg.tensors[i].name.decode(): list(sg.tensors[i].shapeSignature if sg.tensors[i].shapeSignature is not None
+                                             else []) for i in sg.inputs}
+    kept = {n: {a: sym for a, sym in axes.get(n, {}).items() if a < len(sig.get(n, [])) and sig[n][a] == -1}
+            for n in names}
+    return {n: a for n, a in kept.items() if a}
+
 def _export_keeping(model: Any, example_inputs: Mapping[str, Any], path: Path, precision: str,
                     calib: Mapping[str, np.ndarray] | None, output_names: list[str] | None,
-                    axes: dict[str, dict[int, str]], int8_io: bool = False) -> TFLiteInfo:
-    """Export with every dynamic axis; on failure with the batch only; then with a fixed batch of 1."""
+                    axes: dict[str, dict[int, str]], int8_io: bool = False,
+                    float_file: str | Path | None = None) -> TFLiteInfo:
+    """Export with every dynamic axis; on failure with the batch only; then with a fixed batch of 1 (from
+    ``float_file``: with the axes it kept, once)."""
     batch_only = {n: {0: a[0]} for n, a in axes.items() if 0 in a}
     tries = [axes] + ([batch_only] if batch_only != axes else []) + ([{}] if batch_only else [])
     first: ExportError | None = None
     recurrent = _recurrent(model)
-    if recurrent and len(tries) > 1:  # each failing attempt costs a whole conversion (a minute on a CRNN)
+    if float_file is not None:
+        tries = [axes]
+    elif recurrent and len(tries) > 1:  # each failing attempt costs a whole conversion (a minute on a CRNN)
         first = ExportError(f"litert-torch 0.10 lowers {recurrent} with concrete shapes only (measured: "
                             "'Shapes must be 1D sequences of concrete values')")
         tries = tries[-1:]
     for i, attempt in enumerate(tries):
-        examples = example_inputs if attempt or not batch_only else {k: v[:1] for k, v in example_inputs.items()}
+        fixed_one = not attempt and (batch_only or float_file is not None)
+        examples = {k: v[:1] for k, v in example_inputs.items()} if fixed_one else example_inputs
         try:
-            info = _export(model, examples, path, precision, calib, output_names, attempt, int8_io)
+            info = _export(model, examples, path, precision, calib, output_names, attempt, int8_io, float_file)
         except ExportError as e:
             first = first or e
             if i == len(tries) - 1:
@@ -287,7 +309,8 @@ def _to_channels_last(model: Any, example_inputs: Mapping[str, Any], calib: Mapp
 
 def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision: str,
             calib: Mapping[str, np.ndarray] | None, output_names: list[str] | None,
-            axes: dict[str, dict[int, str]], int8_io: bool = False) -> TFLiteInfo:
+            axes: dict[str, dict[int, str]], int8_io: bool = False,
+            float_file: str | Path | None = None) -> TFLiteInfo:
     from .export_onnx import dynamic_shapes
 
     names = list(example_inputs)
@@ -307,9 +330,10 @@ def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision
         try:
             with _quiet():
                 if precision == "int8":
-                    info.quantization = _full_integer(model, args, shapes, calib, names, outs, Path(tmp), out_path)
+                    info.quantization = _full_integer(model, args, shapes, calib, names, outs, Path(tmp), out_path,
+                                                      float_file)
                 else:
-                    _float_tflite(model, args, shapes, names, outs, Path(tmp) / "float.tflite")
+                    _float_tflite(model, args, shapes, names, outs, Path(tmp) / "float.tflite", float_file)
                     if precision == "fp32":
                         os.replace(Path(tmp) / "float.tflite", out_path)
                     else:
@@ -325,6 +349,8 @@ def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision
             info.quantization["io"] = ("int8 (scale/zero point in the file; the edgesdk runtime applies them for "
                                        "float callers)" if int8_io or not _float_io(out_path) else
                                        "float32 (quantize/dequantize inside the graph)")
+        if float_file is not None and precision != "fp32":
+            info.quantization["float_file"] = Path(float_file).name  # quantized from it, not converted again
         if info.quantization.get("route_reason"):
             info.warnings.append(f"full-integer INT8 made by {info.quantization['route']}: "
                                  f"{info.quantization['route_reason']}")
@@ -340,9 +366,16 @@ def _conversion_error(e: BaseException) -> ExportError:
                             "ONNX artifact for this model")
 
 
-def _float_tflite(model: Any, args: tuple, shapes: Any, names: list[str], outs: list[str], dst: Path) -> None:
-    """The float32 flatbuffer, with the model's input/output names."""
+def _float_tflite(model: Any, args: tuple, shapes: Any, names: list[str], outs: list[str], dst: Path,
+                  float_file: str | Path | None = None) -> None:
+    """The float32 flatbuffer, with the model's input/output names: a copy of ``float_file`` when given."""
+    import shutil
+
     import litert_torch
+
+    if float_file is not None:
+        shutil.copyfile(float_file, dst)
+        return
 
     litert_torch.convert(model.eval(), args, dynamic_shapes=shapes).export(str(dst))
     _inline_buffers(dst)
@@ -350,7 +383,7 @@ def _float_tflite(model: Any, args: tuple, shapes: Any, names: list[str], outs: 
 
 
 def _full_integer(model: Any, args: tuple, shapes: Any, calib: Mapping[str, np.ndarray], names: list[str],
-                  outs: list[str], tmp: Path, dst: Path) -> dict[str, Any]:
+                  outs: list[str], tmp: Path, dst: Path, float_file: str | Path | None = None) -> dict[str, Any]:
     """Full-integer INT8 into ``dst`` (int8 at the edge), calibrated on every sample of ``calib``.
 
     First route: ai-edge-quantizer's static INT8 on the float TFLite. Measured here, it is as fast as
@@ -363,7 +396,7 @@ def _full_integer(model: Any, args: tuple, shapes: Any, calib: Mapping[str, np.n
     desc = {"weights": "int8 per-channel symmetric", "activations": "int8",
             "calib_samples": len(next(iter(calib.values())))}
     float_path = tmp / "float.tflite"
-    _float_tflite(model, args, shapes, names, outs, float_path)  # a failure here is the model's, not a route's
+    _float_tflite(model, args, shapes, names, outs, float_path, float_file)  # a failure here is the model's
     try:
         _ai_edge_static(float_path, dst, calib, names)
         return {"method": "static (min/max)", "route": "ai-edge-quantizer", **desc}

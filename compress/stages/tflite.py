@@ -23,11 +23,14 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
     suffix = "" if precision == "fp32" else f".{SUFFIX[precision]}"
     path = ctx.workdir / f"model{variant}{suffix}.tflite"
     calib = calib_inputs(ctx)
+    made = ctx.workdir / f"model{variant}.tflite"  # the float file of this model, made by export_tflite
+    float_file = made if precision != "fp32" and ctx.targets.get("tflite", {}).get("status") == "ok" \
+        and made.is_file() else None
     try:
         info = export_tflite(model, ctx.example_inputs, path, precision=precision, calib=calib,
                              output_names=ctx.output_names, dynamic_batch=ctx.recipe.export.dynamic_batch,
                              channels_last=ctx.recipe.export.tflite_channels_last, dynamic_axes=ctx.dynamic_axes,
-                             int8_io=ctx.recipe.export.tflite_int8_io)
+                             int8_io=ctx.recipe.export.tflite_int8_io, float_file=float_file)
     except ExportError as e:  # one target failing must not abort the others
         target_failed(ctx, target, "failed", e)
         return None

@@ -32,6 +32,7 @@ def test_all_precisions_through_compress(digits, tmp_path):
     assert int8["precision"] == "int8" and int8["parity"]["passed"] and int8["parity"]["cosine"] > 0.99
     q = int8["meta"]["quantization"]
     assert q["route"] == "ai-edge-quantizer" and q["io"].startswith("float32")  # quantizes inside the graph
+    assert q["float_file"] == "model.tflite"  # quantized from the float file made before, not converted again
     assert inspect_artifact(tmp_path / "o" / "model.int8.tflite")["inputs"][0]["dtype"] == "float32"
     lite = [r for r in res.report["results"] if r["backend"] == "litert"]
     assert lite and all(0 < r["delegation"]["delegated"] <= r["delegation"]["total"] for r in lite)
