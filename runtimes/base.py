@@ -187,6 +187,13 @@ class Session:
 
     __call__ = run
 
+    def generate(self, input_ids: Any, **options: Any) -> np.ndarray:
+        """Token ids generated after ``input_ids`` by a causal LM with a KV cache (docs/llm.md); the options and
+        the result are those of ``edgesdk.runtimes.generation.generate``."""
+        from .generation import generate
+
+        return generate(self, input_ids, **options)
+
     def synchronize(self) -> None:
         """Wait for queued device work (GPU backends override); called by the benchmark loop."""
 
