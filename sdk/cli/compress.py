@@ -13,6 +13,7 @@ from edgesdk.recipe import (CALIB_METHODS, EXPORTERS, PRUNE_IMPORTANCES, PRUNE_M
                             TRAIN_DEVICES)
 
 from .common import _batches, _emit_report, _say
+from .llm_compress import llm_options, run_llm, wants_llm
 
 
 def _ints(text: str, flag: str, n: int) -> tuple[int, ...]:
@@ -110,8 +111,10 @@ def _dynamic_dims(specs: list[Any], texts: tuple[str, ...]) -> dict[str, Any] | 
               "onnxruntime,openvino (default: the default backend of each format).")
 @click.option("--warmup", type=int, help="Warm-up runs per benchmark (default 10).")
 @click.option("--iterations", type=int, help="Timed runs per benchmark (default 100).")
-@click.option("--quantize", type=click.Choice(QUANT_MODES),
-              help="Quantize the ONNX artifact (int8 = static QDQ with --calib; int8-dynamic for transformers).")
+@click.option("--quantize", metavar="|".join(QUANT_MODES) + "|LLM:fp32,int4,int8",
+              help="Quantize the ONNX artifact (int8 = static QDQ with --calib; int8-dynamic for transformers). "
+                   "For a language model: a comma list of fp32, int4, int8 (weight-only MatMulNBits; fp32 is "
+                   "always made as the reference).")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), help="INT8 calibration.")
 @click.option("--per-channel/--per-tensor", default=None, help="INT8 weight granularity (default per-channel).")
 @click.option("--quant-target", type=click.Choice(QUANT_TARGETS),
@@ -146,9 +149,15 @@ def _dynamic_dims(specs: list[Any], texts: tuple[str, ...]) -> dict[str, Any] | 
 @click.option("--trt-sparse", is_flag=True, help="Let TensorRT use 2:4 sparse kernels (after --prune-method 2:4).")
 @click.option("--trt-dla-core", type=int, help="Build for this Jetson DLA core (GPU fallback on).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@llm_options
 @click.pass_context
 def compress(ctx: click.Context, model: str, **o: Any) -> None:
-    """Export MODEL (path/to/file.py:factory or package.module:factory), verify and benchmark it."""
+    """Export MODEL (path/to/file.py:factory or package.module:factory), verify and benchmark it. A causal
+    language model (a Hugging Face folder ./my-llm/, or --task text-generation) becomes KV-cache ONNX artifacts
+    (fp32, int4, int8) checked on real text."""
+    llm, built = wants_llm(model, o)
+    if llm:
+        return run_llm(ctx, model, o, built)
     from edgesdk.intake import parse_dim_sizes, parse_input_spec
 
     specs = [parse_input_spec(s, parse_dim_sizes(o["dim_sizes"])) for s in o["input_specs"]]
