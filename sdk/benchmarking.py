@@ -175,6 +175,9 @@ def _sweep_file(run: _Sweep, plan: _Dir, file: Path, entry: dict[str, Any], back
 
     from .reference import check_artifact
 
+    if entry.get("task") == "text-generation":  # a language model: tokens/s, not a forward pass per batch
+        _generate_file(run, file, entry, backends)
+        return
     engine = {"rebuild": True} if run.rebuild and detect_format(file) == "engine" else {}
     for backend in backends:
         on, opts = as_made(entry, backend, engine) if entry else (backend, engine)
@@ -193,6 +196,28 @@ def _sweep_file(run: _Sweep, plan: _Dir, file: Path, entry: dict[str, Any], back
                     if r is not None:
                         run.results.append(_with_check(r, check))
 
+
+def _generate_file(run: _Sweep, file: Path, entry: dict[str, Any], backends: tuple[str, ...]) -> None:
+    """Time a text-generation artifact with runtimes.llm_bench (time to first token, prefill and decode
+    tokens/s, at the prompt and generation lengths compress measured it with, else 128/128) on each backend
+    and thread count; its rows carry ``task`` and those figures instead of a per-batch latency."""
+    from edgesdk.runtimes import load
+    from edgesdk.runtimes.llm_bench import benchmark_generate
+    from edgesdk.runtimes.registry import as_made
+
+    made = entry.get("benchmark") if isinstance(entry.get("benchmark"), dict) else {}
+    lengths = {k: made[k] for k in ("prompt_len", "gen_len") if isinstance(made.get(k), int)}
+    iterations = max(1, min(int(run.timing.get("iterations") or 3), 3))  # each run generates gen_len tokens
+    for backend in backends:
+        on, opts = as_made(entry, backend, {})
+        for threads in run.threads:
+            with load(file, backend=on, threads=threads, device=run.device, isolate=run.isolate, **opts) as sess:
+                run.say(f"generating with {entry.get('name', file.name)} ({sess.backend}) to time it")
+                r = benchmark_generate(sess, iterations=iterations, **lengths)
+            r.update(task="text-generation", artifact=entry.get("name", file.name), path=str(file), format="onnx",
+                     precision=entry.get("precision", "unknown"), size_bytes=file.stat().st_size,
+                     parity_passed=(entry.get("parity") or {}).get("passed"), peak_rss_scope="process")
+            run.results.append(r)
 
 def _time(sess: Any, file: Path, entry: dict[str, Any], batch: int, timing: dict[str, Any], sizes: dict[str, int],
           skipped: list[dict[str, Any]]) -> dict[str, Any] | None:

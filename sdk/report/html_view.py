@@ -11,7 +11,7 @@ import json
 from typing import Any, Callable
 
 from .charts import CHARTS_HINT, charts_section, esc, figure_html, matplotlib_figure, sweep_chart
-from .tables import (SPEEDUP_NOTE, backend_choice_lines, device_summary, fmt, fmt_size, has_speedups, report_warnings, steps_rows,
+from .tables import (SPEEDUP_NOTE, generation_rows, backend_choice_lines, device_summary, fmt, fmt_size, has_speedups, report_warnings, steps_rows,
                      sweep_note, sweep_rows, table_rows, targets_not_delivered)
 
 CSS = """
@@ -137,11 +137,14 @@ def to_html(report: dict[str, Any]) -> str:
     parts.append(_device_section(dev))
     parts.append(_recipe_section(report.get("recipe")))
     rows = table_rows(report, fail="FAIL")
+    llm = generation_rows(report)
+    if llm:
+        parts.append("<h2>Language models (timed by generating)</h2>" + html_table(llm, _status_class))
     if rows:
         parts.append("<h2>Results</h2>" + html_table(rows, _status_class))
         parts.append(charts_section(report.get("results") or []))
         parts.append(_sweep_section(report))
-    else:
+    elif not llm:
         parts.append("<h2>Results</h2><p class=\"note\">No benchmark results (run without --no-benchmark to "
                      "measure latency).</p>" + html_table(_artifact_rows(report), _status_class))
     steps = steps_rows(report)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from .tables import (SPEEDUP_NOTE, _metric_unit, backend_choice_lines, device_summary, fmt, fmt_size, has_speedups, report_warnings,
-                     steps_rows, sweep_note, sweep_rows, table_rows, targets_not_delivered)
+                     steps_rows, sweep_note, sweep_rows, table_rows, targets_not_delivered,
+                     generation_rows)
 
 def _md_table(rows: list[dict[str, str]]) -> list[str]:
     header = list(rows[0])
@@ -32,6 +33,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     rows = table_rows(report)
     if rows:
         lines += _md_table(rows)
+    elif generation_rows(report):
+        pass  # a language-model report: its table follows
     else:
         lines.append("_No benchmark results in this report (compress measures latency unless --no-benchmark)._")
         arts = report.get("artifacts", [])
@@ -43,6 +46,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {a.get('name')} | {a.get('format')} | {a.get('precision')} | "
                              f"{fmt_size(a.get('size_bytes'))} | "
                              f"{verdict} | {fmt(a.get('accuracy'), '.2f', '%')} |")
+    llm = generation_rows(report)
+    if llm:
+        lines += ["", "## Language models (timed by generating)", ""] + _md_table(llm)
     sweep = sweep_rows(report)
     if sweep:
         lines += ["", "## Batch and thread sweep", ""] + _md_table(sweep) + ["", sweep_note(report)]

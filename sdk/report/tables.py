@@ -75,12 +75,29 @@ def _vs_original_cell(row: dict[str, Any], artifacts: dict[str, dict[str, Any]])
         parts.append(f"top-1 {vs['top1_agreement']:.1%}")
     return ", ".join(parts) or "-"
 
+GENERATION = "text-generation"
+
+
+def generation_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """Language-model rows (``task: text-generation``, timed by generating: runtimes.llm_bench) as display
+    strings: time to first token, prefill and decode tokens/s, at the prompt and generation lengths timed."""
+    return [{"artifact": str(r.get("artifact", "?")), "backend": str(r.get("backend", "?")),
+             "engine": str(r.get("engine", "?")), "precision": str(r.get("precision", "?")),
+             "threads": "auto" if r.get("threads") is None else str(r["threads"]),
+             "prompt + new tokens": f"{r.get('prompt_len', '?')} + {r.get('gen_len', '?')}",
+             "size": fmt_size(r.get("size_bytes")), "TTFT ms": fmt(r.get("ttft_ms"), ".1f"),
+             "prefill tok/s": fmt(r.get("prefill_tokens_per_s"), ".0f"),
+             "decode tok/s": fmt(r.get("decode_tokens_per_s"), ".1f"),
+             "peak RSS MB": fmt(r.get("peak_rss_mb"), ".0f")}
+            for r in report.get("results") or [] if r.get("task") == GENERATION]
+
+
 def table_rows(report: dict[str, Any], fail: str = "**FAIL**") -> list[dict[str, str]]:
     """The report table as rows of display strings (used by Markdown, HTML and the CLI). A ``threads`` column
     follows ``batch`` when the rows were timed at more than one thread count (a sweep), so no two rows look
     the same."""
     artifacts = {a["name"]: a for a in report.get("artifacts") or [] if "name" in a}
-    results = report.get("results", [])
+    results = [r for r in report.get("results", []) if r.get("task") != GENERATION]  # see generation_rows
     by_threads = len({r.get("threads") for r in results}) > 1
     rows = []
     for r in results:
@@ -141,7 +158,7 @@ def steps_rows(report: dict[str, Any]) -> list[dict[str, str]]:
 
         steps_rows(load_report("out"))[0]["p50 ms (batch 1)"]   # '0.212 (onnxruntime)'
     """
-    arts = [a for a in report.get("artifacts") or [] if "name" in a]
+    arts = [a for a in report.get("artifacts") or [] if "name" in a and a.get("task") != GENERATION]
     if len(arts) < 2:
         return []
     timed = _batch1_rows(report)

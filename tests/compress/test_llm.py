@@ -263,3 +263,25 @@ def test_weight_only_quantization_of_a_graph_without_matmul_is_refused(tmp_path)
     with pytest.raises(InputError, match="no Linear/MatMul layer to quantize"):
         quantize_onnx(tmp_path / "relu.onnx", tmp_path / "q" / "model.onnx", WeightOnly(bits=4).checked())
     assert not (tmp_path / "q").exists()
+
+
+def test_benchmark_of_an_llm_directory_reports_tokens_per_second(llama_run):
+    """`edgesdk benchmark DIR` times text-generation entries by generating, at compress's lengths."""
+    from edgesdk.cli import main
+
+    _, out, _ = llama_run
+    res = CliRunner().invoke(main, ["benchmark", str(out), "--iterations", "1", "--json", "--no-isolate"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["results"]
+    assert {r["artifact"] for r in rows} == {"fp32", "int4"}
+    for r in rows:
+        assert r["task"] == "text-generation" and (r["prompt_len"], r["gen_len"]) == (32, 16)
+        assert r["decode_tokens_per_s"] > 0 and r["ttft_ms"] > 0 and r["parity_passed"] is True
+    report = json.loads(res.stdout)
+    from edgesdk.report import to_markdown
+    from edgesdk.report.html_view import to_html
+
+    md, html = to_markdown(report), to_html(report)
+    assert "## Language models (timed by generating)" in md and "decode tok/s" in md
+    assert "| fp32 | onnxruntime | onnx |" not in md  # no empty per-batch latency rows for language models
+    assert "Language models (timed by generating)" in html and "decode tok/s" in html
