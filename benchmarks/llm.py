@@ -1,0 +1,127 @@
+"""Edge-LLM figures, measured side by side in one run, written to docs/benchmarks-llm.md:
+
+a Llama-shaped model of 117M parameters (12 layers, hidden 768, 12 heads / 4 KV heads, vocab 8,192;
+random weights from a transformers config, tokenizer trained here on the standard library's docstrings)
+compressed by ``edgesdk compress`` to FP32 and INT4 KV-cache ONNX, against the INT4 output of
+``onnxruntime_genai.models.builder`` run directly on the same folder; every artifact timed by
+``benchmark_generate`` (prompt 128, 128 new tokens, batch 1) on both engines.
+
+    python benchmarks/llm.py --out docs/benchmarks-llm.md [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "tinylm"))
+
+SIZES = {"hidden": 768, "layers": 12, "heads": 12, "kv_heads": 4, "context": 1024}
+
+
+def make_model(folder: Path) -> int:
+    import transformers as tf
+    from corpus import stdlib_text
+    from hf import config, save_model, save_tokenizer
+
+    save_tokenizer(folder, stdlib_text(), vocab_size=8192)
+    model = tf.AutoModelForCausalLM.from_config(config("llama", 8192, **SIZES)).eval()
+    save_model(folder, model=model)
+    return sum(p.numel() for p in model.parameters())
+
+
+def builder_int4(folder: Path, out: Path, work: Path) -> float:
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(folder), "-o", str(out),
+                    "-p", "int4", "-e", "cpu", "-c", str(work / "cache")], check=True, capture_output=True)
+    return time.time() - t0
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.glob("model.onnx*"))
+
+
+def measure(paths: dict[str, Path], threads: int, iterations: int) -> dict[str, dict]:
+    """benchmark_generate of each model on both engines, the models alternated inside each engine."""
+    from edgesdk.runtimes import load
+    from edgesdk.runtimes.llm_bench import benchmark_generate
+
+    res: dict[str, dict] = {}
+    for engine in ("onnxruntime", "genai"):
+        for name, path in paths.items():
+            with load(path, threads=threads) as sess:
+                r = benchmark_generate(sess, prompt_len=128, gen_len=128, iterations=iterations, engine=engine)
+            res[f"{name} [{engine}]"] = r
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="docs/benchmarks-llm.md")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=3)
+    args = ap.parse_args(argv)
+    from edgesdk.llm import LLMOptions, compress_llm
+
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        params = make_model(work / "hf")
+        t = time.time()
+        result = compress_llm(str(work / "hf"), work / "out", LLMOptions(precisions=("fp32", "int4"),
+                                                                        threads=args.threads, benchmark=False))
+        compress_s = time.time() - t
+        build_s = builder_int4(work / "hf", work / "builder-int4", work)
+        arts = {a["name"]: a for a in result.manifest["artifacts"]}
+        paths = {"edgesdk fp32": work / "out" / arts["fp32"]["path"],
+                 "edgesdk int4": work / "out" / arts["int4"]["path"],
+                 "builder int4": work / "builder-int4" / "model.onnx"}
+        sizes = {k: _size(p.parent) for k, p in paths.items()}
+        res = measure(paths, args.threads, args.iterations)
+    lines = _render(params, result, arts, compress_s, build_s, sizes, res, args, time.time() - t0)
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+def _render(params, result, arts, compress_s, build_s, sizes, res, args, total_s) -> list[str]:
+    from edgesdk.runtimes.fingerprint import device_fingerprint
+
+    fp = device_fingerprint()
+    lines = ["# Edge LLMs: measured figures", "",
+             f"Produced by `python benchmarks/llm.py` in one run, {args.threads} threads, batch 1, prompt 128, "
+             f"128 new tokens, median of {args.iterations} runs per row. Device: {fp.get('cpu_model')}, "
+             f"{fp.get('cores')} cores.", "",
+             f"Model: Llama-shaped, {params / 1e6:.0f}M parameters ({SIZES}), vocab 8,192, random weights. "
+             f"`compress_llm` (fp32 + int4) took {compress_s:.0f} s including parity; the builder alone made "
+             f"its INT4 in {build_s:.0f} s.", "",
+             "| artifact [engine] | weights | decode tokens/s | prefill tokens/s | TTFT ms | vs edgesdk fp32 "
+             "(same engine) |", "|---|---|---|---|---|---|"]
+    for key, r in res.items():
+        name, engine = key.split(" [")
+        base = res[f"edgesdk fp32 [{engine}"]["decode_tokens_per_s"]
+        lines.append(f"| {key} | {sizes[name] / 1e6:.0f} MB | {r['decode_tokens_per_s']:.1f} | "
+                     f"{r['prefill_tokens_per_s']:.0f} | {r['ttft_ms']:.1f} | "
+                     f"**{r['decode_tokens_per_s'] / base:.2f}x** |")
+    for engine in ("onnxruntime", "genai"):
+        ours = res[f"edgesdk int4 [{engine}]"]["decode_tokens_per_s"]
+        theirs = res[f"builder int4 [{engine}]"]["decode_tokens_per_s"]
+        lines.append(f"\nedgesdk INT4 vs the builder's INT4 on {engine}: **{100 * ours / theirs:.0f}%** of its "
+                     "decode tokens/s (target >= 95%).")
+    lines += ["", f"INT4 size: **{100 * sizes['edgesdk int4'] / sizes['edgesdk fp32']:.0f}%** of FP32 "
+              "(target <= 25%). Targets: INT4 >= 4x FP32 decode tokens/s.", "",
+              "Parity per artifact (vs PyTorch):", ""]
+    for a in result.manifest["artifacts"]:
+        p = a.get("parity") or {}
+        lines.append(f"- {a['name']} ({(a.get('meta') or {}).get('route')}): passed={p.get('passed')}, "
+                     f"{ {k: v for k, v in p.items() if k != 'passed' and not isinstance(v, (list, dict))} }")
+    lines += ["", f"_Total time: {total_s:.0f} s._", ""]
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
