@@ -41,6 +41,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/fast_by_default.py --out docs/benchmarks-fast.md
+	$(BIN)/python benchmarks/llm.py --out docs/benchmarks-llm.md
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

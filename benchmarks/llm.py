@@ -45,17 +45,26 @@ def _size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.glob("model.onnx*"))
 
 
-def measure(paths: dict[str, Path], threads: int, iterations: int) -> dict[str, dict]:
-    """benchmark_generate of each model on both engines, the models alternated inside each engine."""
+def measure(paths: dict[str, Path], threads: int, rounds: int) -> dict[str, dict]:
+    """benchmark_generate of each model on both engines, in alternating rounds (one generation per model per
+    round, the sessions kept open), so the day's noise hits every model alike; medians over the rounds."""
+    import statistics
+
     from edgesdk.runtimes import load
     from edgesdk.runtimes.llm_bench import benchmark_generate
 
+    keys = ("decode_tokens_per_s", "prefill_tokens_per_s", "ttft_ms")
     res: dict[str, dict] = {}
     for engine in ("onnxruntime", "genai"):
-        for name, path in paths.items():
-            with load(path, threads=threads) as sess:
-                r = benchmark_generate(sess, prompt_len=128, gen_len=128, iterations=iterations, engine=engine)
-            res[f"{name} [{engine}]"] = r
+        sessions = {name: load(path, threads=threads) for name, path in paths.items()}
+        runs: dict[str, list[dict]] = {name: [] for name in paths}
+        for i in range(rounds):
+            for name, sess in sessions.items():
+                runs[name].append(benchmark_generate(sess, prompt_len=128, gen_len=128, iterations=1,
+                                                     warmup=1 if i == 0 else 0, engine=engine))
+        for name, sess in sessions.items():
+            sess.close()
+            res[f"{name} [{engine}]"] = {k: statistics.median(r[k] for r in runs[name]) for k in keys}
     return res
 
 
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="docs/benchmarks-llm.md")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
     from edgesdk.llm import LLMOptions, compress_llm
 
@@ -72,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         params = make_model(work / "hf")
         t = time.time()
+        # random weights are int4's worst case (no outlier structure, near-tie logits): the parity figures are
+        # recorded as measured, and the artifacts kept for timing whatever they are
         result = compress_llm(str(work / "hf"), work / "out", LLMOptions(precisions=("fp32", "int4"),
-                                                                        threads=args.threads, benchmark=False))
+                                                                        threads=args.threads, benchmark=False,
+                                                                        allow_mismatch=True))
         compress_s = time.time() - t
         build_s = builder_int4(work / "hf", work / "builder-int4", work)
         arts = {a["name"]: a for a in result.manifest["artifacts"]}
@@ -81,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                  "edgesdk int4": work / "out" / arts["int4"]["path"],
                  "builder int4": work / "builder-int4" / "model.onnx"}
         sizes = {k: _size(p.parent) for k, p in paths.items()}
-        res = measure(paths, args.threads, args.iterations)
+        res = measure(paths, args.threads, args.rounds)
     lines = _render(params, result, arts, compress_s, build_s, sizes, res, args, time.time() - t0)
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
@@ -94,7 +106,7 @@ def _render(params, result, arts, compress_s, build_s, sizes, res, args, total_s
     fp = device_fingerprint()
     lines = ["# Edge LLMs: measured figures", "",
              f"Produced by `python benchmarks/llm.py` in one run, {args.threads} threads, batch 1, prompt 128, "
-             f"128 new tokens, median of {args.iterations} runs per row. Device: {fp.get('cpu_model')}, "
+             f"128 new tokens, median of {args.rounds} alternating rounds per row. Device: {fp.get('cpu_model')}, "
              f"{fp.get('cores')} cores.", "",
              f"Model: Llama-shaped, {params / 1e6:.0f}M parameters ({SIZES}), vocab 8,192, random weights. "
              f"`compress_llm` (fp32 + int4) took {compress_s:.0f} s including parity; the builder alone made "
@@ -117,8 +129,13 @@ def _render(params, result, arts, compress_s, build_s, sizes, res, args, total_s
               "Parity per artifact (vs PyTorch):", ""]
     for a in result.manifest["artifacts"]:
         p = a.get("parity") or {}
-        lines.append(f"- {a['name']} ({(a.get('meta') or {}).get('route')}): passed={p.get('passed')}, "
-                     f"{ {k: v for k, v in p.items() if k != 'passed' and not isinstance(v, (list, dict))} }")
+        pre, greedy, ppl = p.get("prefill") or {}, p.get("greedy") or {}, p.get("perplexity") or {}
+        lines.append(f"- {a['name']} ({(a.get('meta') or {}).get('route')}): passed={p.get('passed')}; prefill "
+                     f"cosine {pre.get('cosine')}, greedy agreement {greedy.get('agreement')} (step by step "
+                     f"{greedy.get('stepwise_agreement')}), perplexity ratio {ppl.get('ratio')}")
+    lines += ["", "Random weights are int4's worst case (no outlier structure, near-tie logits everywhere): the "
+              "int4 parity figures above are what random weights give, kept with allow_mismatch for timing; on "
+              "a trained model (tests/compress/test_llm.py) int4 passes its floors."]
     lines += ["", f"_Total time: {total_s:.0f} s._", ""]
     return lines
 
