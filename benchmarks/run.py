@@ -189,7 +189,7 @@ def bert_dynamic(threads: int, rounds: int, workdir: Path) -> dict[str, object]:
 
 
 def litert_resnet(threads: int, rounds: int, workdir: Path) -> dict[str, object]:
-    """ResNet-18-shaped on LiteRT with XNNPACK: FP32 vs full-integer INT8 (PT2E static), plus FP32 error vs PyTorch."""
+    """ResNet-18-shaped on LiteRT with XNNPACK: FP32 vs full-integer INT8 (edgesdk's default route), plus FP32 error vs PyTorch."""
     from edgesdk.compress.export_tflite import export_tflite
     from edgesdk.runtimes import load
 
@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## LiteRT (XNNPACK) on the ResNet-18-shaped model (batch 1)",
         "",
-        "Full-integer INT8 is PT2E static quantization with per-channel weights (16 random calibration images: speed "
+        "Full-integer INT8 is ai-edge-quantizer's static INT8 with per-channel weights, float I/O quantized in the "
+        "graph (16 random calibration images: speed "
         "only). litert-torch cannot keep this graph's batch symbolic (flatten), so it is exported with batch 1.",
         "",
         "| artifact | size | p50 ms | p99 ms | speed-up vs LiteRT FP32 | target |",
