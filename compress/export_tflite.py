@@ -152,16 +152,23 @@ def _float_io(path: Path) -> int:
         return o
 
     integer = (schema.TensorType.INT8, schema.TensorType.UINT8, schema.TensorType.INT16)
+
+    def quantized(i: int) -> bool:
+        """An integer tensor that stands for floats (a scale recorded), not integer data such as uint8 pixels
+        or token ids, whose empty quantization table the converter writes too."""
+        t = sg.tensors[i]
+        q = t.quantization
+        return t.type in integer and q is not None and q.scale is not None and len(q.scale) > 0
     moved: dict[int, int] = {}
     heads, tails = [], []
     for pos, i in enumerate(sg.inputs):
-        if sg.tensors[i].type in integer and sg.tensors[i].quantization is not None:
+        if quantized(i):
             moved[i] = f = float_twin(i)
             heads.append(op(opcode(schema.BuiltinOperator.QUANTIZE, 1), schema.BuiltinOptions.QuantizeOptions,
                             schema.QuantizeOptionsT(), f, i))
             sg.inputs[pos] = f
     for pos, i in enumerate(sg.outputs):
-        if sg.tensors[i].type in integer and sg.tensors[i].quantization is not None:
+        if quantized(i):
             moved[i] = f = float_twin(i)
             tails.append(op(opcode(schema.BuiltinOperator.DEQUANTIZE, 2), schema.BuiltinOptions.DequantizeOptions,
                             schema.DequantizeOptionsT(), i, f))
@@ -346,9 +353,11 @@ def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision
             _inline_buffers(out_path)  # repacking in _rename_io would drop data stored after the flatbuffer
             _rename_io(out_path, names, outs)
         if precision == "int8":
-            info.quantization["io"] = ("int8 (scale/zero point in the file; the edgesdk runtime applies them for "
-                                       "float callers)" if int8_io or not _float_io(out_path) else
-                                       "float32 (quantize/dequantize inside the graph)")
+            moved = 0 if int8_io else _float_io(out_path)
+            info.quantization["io"] = (
+                "float32 (quantize/dequantize inside the graph)" if moved else
+                "int8 (scale/zero point in the file; the edgesdk runtime applies them for float callers)" if int8_io
+                else "as the quantizer left them (no quantized input or output)")
         if float_file is not None and precision != "fp32":
             info.quantization["float_file"] = Path(float_file).name  # quantized from it, not converted again
         if info.quantization.get("route_reason"):

@@ -11,6 +11,7 @@ Example::
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -203,6 +204,9 @@ class Session:
             self._close_impl()
             self._in = self._out = None
             self._loaded = False
+        generation = sys.modules.get("edgesdk.runtimes.generation")  # loaded only by sessions that generated
+        if generation is not None:
+            generation.release(self)
 
     def __enter__(self) -> "Session":
         return self.load()

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import weakref
@@ -292,8 +293,15 @@ def _plain_loop(session: Any, layout: KVLayout, ids: np.ndarray, lengths: np.nda
         last = np.zeros(batch, np.int64)
 
 
+log = logging.getLogger(__name__)
 _GENAI_MODELS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 _GENAI_LOCK = threading.Lock()
+
+
+def release(session: Any) -> None:
+    """Drop the onnxruntime-genai model kept for ``session`` (its own copy of the weights): Session.close calls it."""
+    with _GENAI_LOCK:
+        _GENAI_MODELS.pop(session, None)
 
 
 def _genai_model(session: Any) -> Any:
@@ -356,8 +364,17 @@ def resolve_engine(session: Any, engine: str = "auto", *, ragged: bool = False,
     config = lm_config(Path(path).parent) if path else LMConfig()
     own_eos = eos_token_id is None or not _ids(eos_token_id) or set(_ids(eos_token_id)) == set(config.eos_token_ids)
     if engine == "auto":
+        # "never stop" (eos_token_id=()) is the plain loop's: genai masks the eos logit instead (min_length), which
+        # changes the tokens where greedy would pick eos
+        never_stops = eos_token_id is not None and not _ids(eos_token_id)
         usable = (config.genai and getattr(session, "backend", None) == "onnxruntime" and not ragged and own_eos
-                  and importlib.util.find_spec("onnxruntime_genai") is not None)
+                  and not never_stops and importlib.util.find_spec("onnxruntime_genai") is not None)
+        if usable:
+            try:
+                _genai_model(session)  # a model_type genai does not know (a torch-export folder, say) fails here
+            except ArtifactError as e:
+                log.warning("onnxruntime-genai cannot run %s (%s); using edgesdk's loop", Path(path).parent, e.found)
+                usable = False
         return "genai" if usable else "onnxruntime"
     if engine == "genai":
         why = ("the model's folder has no genai_config.json" if not config.genai else

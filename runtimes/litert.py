@@ -150,7 +150,11 @@ class LiteRTSession(Session):
         # a model exported with a fixed batch of 1 (some graphs cannot keep it symbolic) still serves any
         # batch: the wrapper runs it one sample at a time
         self._per_sample = all(io.shape_sig[:1] == [1] for io in [*self._in, *self._out])
-        self.delegation = delegation(first)
+        try:  # a diagnostic on a private interpreter API: never a reason to refuse the model
+            self.delegation: dict[str, Any] | None = delegation(first)
+        except Exception as e:  # noqa: BLE001
+            log.debug("XNNPACK delegation not readable: %s", e)
+            self.delegation = None
         self._pool: Pool[Any] = Pool(self._new_interpreter)
         self._pool.put(first)
         self._warned = threading.Event()

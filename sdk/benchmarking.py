@@ -205,19 +205,37 @@ def _generate_file(run: _Sweep, file: Path, entry: dict[str, Any], backends: tup
     from edgesdk.runtimes.llm_bench import benchmark_generate
     from edgesdk.runtimes.registry import as_made
 
-    made = entry.get("benchmark") if isinstance(entry.get("benchmark"), dict) else {}
-    lengths = {k: made[k] for k in ("prompt_len", "gen_len") if isinstance(made.get(k), int)}
+    lengths = _generation_lengths(file, entry)
     iterations = max(1, min(int(run.timing.get("iterations") or 3), 3))  # each run generates gen_len tokens
+    name = entry.get("name", file.name)
+    size = sum(f.stat().st_size for f in file.parent.glob(f"{file.name}*"))  # model.onnx and model.onnx.data
     for backend in backends:
         on, opts = as_made(entry, backend, {})
         for threads in run.threads:
             with load(file, backend=on, threads=threads, device=run.device, isolate=run.isolate, **opts) as sess:
-                run.say(f"generating with {entry.get('name', file.name)} ({sess.backend}) to time it")
-                r = benchmark_generate(sess, iterations=iterations, **lengths)
-            r.update(task="text-generation", artifact=entry.get("name", file.name), path=str(file), format="onnx",
-                     precision=entry.get("precision", "unknown"), size_bytes=file.stat().st_size,
-                     parity_passed=(entry.get("parity") or {}).get("passed"), peak_rss_scope="process")
+                run.say(f"generating with {name} ({sess.backend}) to time it")
+                try:
+                    r = benchmark_generate(sess, iterations=iterations, **lengths)
+                except InputError as e:  # this model cannot be timed so: the other artifacts still are
+                    run.skipped.append({"artifact": name, "path": str(file), "reason": e.what})
+                    continue
+            r.update(task="text-generation", artifact=name, path=str(file), format="onnx", size_bytes=size,
+                     precision=entry.get("precision", "unknown"), peak_rss_scope="process",
+                     parity_passed=(entry.get("parity") or {}).get("passed"))
             run.results.append(r)
+
+
+def _generation_lengths(file: Path, entry: dict[str, Any]) -> dict[str, int]:
+    """The prompt and generation lengths compress timed ``entry`` with, else 128 + 128, fitted into the model's
+    context (half of it each when 256 tokens do not fit)."""
+    from edgesdk.runtimes.generation import lm_config
+
+    made = entry.get("benchmark") if isinstance(entry.get("benchmark"), dict) else {}
+    lengths = {k: made[k] if isinstance(made.get(k), int) else 128 for k in ("prompt_len", "gen_len")}
+    context = lm_config(file.parent).context_length
+    if context and lengths["prompt_len"] + lengths["gen_len"] > context:
+        lengths = {"prompt_len": max(1, context // 2), "gen_len": max(1, context - max(1, context // 2) - 1)}
+    return lengths
 
 def _time(sess: Any, file: Path, entry: dict[str, Any], batch: int, timing: dict[str, Any], sizes: dict[str, int],
           skipped: list[dict[str, Any]]) -> dict[str, Any] | None:

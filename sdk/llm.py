@@ -111,7 +111,7 @@ def compress_llm(model: str, out_dir: str | Path, options: LLMOptions, *, built:
     with open_source(model, tokenizer=options.tokenizer, model=built) as src, \
             tempfile.TemporaryDirectory(prefix="edgesdk-llm-work-") as work:
         _check_lengths(src, options)
-        plan = Plan()
+        plan = Plan().fitted(_context(src))
         evals = eval_set(src.tokenizer, options.eval_text, plan)
         say("running the PyTorch reference (prefill logits, greedy tokens, perplexity)")
         ref = torch_reference(src.model, evals, plan)
@@ -124,11 +124,16 @@ def compress_llm(model: str, out_dir: str | Path, options: LLMOptions, *, built:
     return LLMResult(Path(out_dir), manifest, report, md)
 
 
+def _context(src: Any) -> int | None:
+    """The model's context in tokens (its position table or rotary cache), when its config says."""
+    cfg = src.model.config
+    return next((getattr(cfg, k) for k in ("max_position_embeddings", "n_positions", "n_ctx")
+                 if getattr(cfg, k, None)), None)
+
+
 def _check_lengths(src: Any, options: LLMOptions) -> None:
     """--prompt-len + --gen-len must fit the model's context (its position table or rotary cache)."""
-    cfg = src.model.config
-    context = next((getattr(cfg, k) for k in ("max_position_embeddings", "n_positions", "n_ctx")
-                    if getattr(cfg, k, None)), None)
+    context = _context(src)
     if options.prompt_len < 1 or options.gen_len < 1:
         raise InputError("--prompt-len and --gen-len must be positive",
                          found=f"{options.prompt_len} and {options.gen_len}")

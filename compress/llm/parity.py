@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,16 @@ class Plan:
     greedy_tokens: int = 16
     ppl_windows: int = 8
     ppl_window: int = 128
+
+    def fitted(self, context: int | None) -> "Plan":
+        """This plan with every window inside a model context of ``context`` tokens (None: unchanged); a
+        model with a 64-token position table gets 64-token prefill and perplexity windows, 32 + 16 greedy."""
+        if not context:
+            return self
+        greedy_prompt = max(1, min(self.greedy_prompt_len, context // 2))
+        return replace(self, prompt_len=min(self.prompt_len, context), greedy_prompt_len=greedy_prompt,
+                       greedy_tokens=max(1, min(self.greedy_tokens, context - greedy_prompt)),
+                       ppl_window=min(self.ppl_window, context))
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

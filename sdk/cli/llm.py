@@ -97,9 +97,13 @@ def generate(ctx: click.Context, path: str, prompt: str, max_new_tokens: int, ar
         ids = tok.encode(prompt)
         if not ids:
             raise InputError("the prompt gives no tokens", found=repr(prompt), hint="pass some text with --prompt")
+        if engine == "auto" and (threads is not None or device not in ("auto", "cpu")):
+            engine = "onnxruntime"  # onnxruntime-genai takes its threads and device from genai_config.json
+        if engine != "onnxruntime":
+            sess.close()  # onnxruntime-genai loads the folder itself: free this copy of the weights first
         engine = resolve_engine(sess, engine)
-        if engine == "genai":
-            sess.close()  # onnxruntime-genai loads the folder itself: free this copy of the weights
+        if engine == "onnxruntime":
+            sess.load()  # again, when auto found that onnxruntime-genai cannot run this folder (no-op if open)
         if not ctx.find_root().obj.get("quiet"):
             click.echo(f"{sess.path} ({engine})", err=True)
         text, marks = tok.stream(), []

@@ -227,3 +227,30 @@ def test_int64_ids_reach_an_int32_tflite_and_a_tflite_that_cannot_run_is_not_del
     t = res.manifest["targets"]["tflite"]
     assert t["status"] == "failed" and "could not be verified" in t["reason"], t
     assert not (tmp_path / "topk" / "model.tflite").exists()
+
+
+class _Pixels(torch.nn.Module):
+    """Takes uint8 pixels, as camera apps hand them over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.float() / 255.0).mean((2, 3))
+
+
+@pytest.mark.slow
+def test_integer_data_inputs_stay_integer_in_full_integer_tflite(tmp_path):
+    """Only integer tensors that stand for floats (with a scale) get a float edge: uint8 pixels stay uint8."""
+    model = _Pixels().eval()
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    calib = {"x": np.random.default_rng(0).integers(0, 256, (16, 3, 8, 8), dtype=np.uint8)}
+    path = tmp_path / "p.int8.tflite"
+    export_tflite(model, {"x": x}, path, precision="int8", calib=calib)
+    with load(path) as sess:
+        assert sess.inputs[0].dtype == "uint8"
+        got = sess.run({"x": x.numpy()})["output"]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert compare({"o": ref}, {"o": got}, atol=None, rtol=None).to_dict()["cosine"] > 0.99

@@ -102,8 +102,8 @@ def test_llama_folder_becomes_fp32_and_int4_artifacts_that_verify_and_load(llama
                                         "generation_config.json", "genai_config.json")} <= listed
         assert entry["meta"]["route"] == "onnxruntime-genai builder"
         assert entry["meta"]["ops"]["GroupQueryAttention"] == 2
-        sess = load(out, artifact=name)
-        assert sess.generate(np.array([[5, 6, 7]]), max_new_tokens=4).shape == (1, 4)
+        with load(out, artifact=name) as sess:
+            assert sess.generate(np.array([[5, 6, 7]]), max_new_tokens=4).shape == (1, 4)
     assert "MatMul" not in _entry(out, "int4")["meta"]["ops"] and _entry(out, "int4")["meta"]["ops"]["MatMulNBits"]
     assert "int4" in output and "decode tok/s" in output and (out / "report.md").is_file()
 
@@ -123,7 +123,8 @@ def test_parity_numbers_are_recorded_and_pass(llama_run):
     _, out, _ = llama_run
     fp32, int4 = _entry(out, "fp32")["parity"], _entry(out, "int4")["parity"]
     assert fp32["passed"] and int4["passed"], (fp32["failures"], int4["failures"])
-    assert fp32["greedy"]["agreement"] == 1.0 and fp32["greedy"]["stepwise_agreement"] == 1.0
+    # within ties: a trained CPU model may hold a near tie that 1e-6 of float noise flips on another machine
+    assert fp32["greedy"]["agreement_within_ties"] == 1.0
     assert fp32["prefill"]["cosine"] >= 0.9999 and abs(fp32["perplexity"]["ratio"] - 1) < 1e-3
     assert int4["prefill"]["cosine"] >= int4["tolerance"]["logits"]["min_cosine"]
     assert int4["perplexity"]["ratio"] <= int4["tolerance"]["max_ppl_ratio"]
@@ -164,7 +165,7 @@ def test_gpt2_goes_through_torch_export_in_the_same_layout(tmp_path, tokenizer_d
     assert outs["present.0.key"] == ["batch_size", 4, "total_sequence_length", 16]
     assert set(ins) == {"input_ids", "attention_mask", *(f"past_key_values.{i}.{k}" for i in (0, 1)
                                                          for k in ("key", "value"))}
-    assert fp32["parity"]["passed"] and fp32["parity"]["greedy"]["agreement"] == 1.0
+    assert fp32["parity"]["passed"] and fp32["parity"]["greedy"]["agreement_within_ties"] == 1.0
     assert fp32["parity"]["prefill"]["max_abs_err"] < 1e-4
     # Conv1D exports as Gemm, the tied LM head as MatMul(Transpose(wte)): both become MatMulNBits
     assert "Gemm" not in int4["meta"]["ops"] and int4["meta"]["quantization"]["graph"]["lm_head"] == "int4"

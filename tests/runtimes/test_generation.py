@@ -123,18 +123,23 @@ def test_two_threads_on_one_session_equal_sequential_runs(fp32, tok):
     prompts = [[tok.encode(PROMPTS[0])], [tok.encode(PROMPTS[1])]]
     want = [fp32.generate(p, max_new_tokens=16, eos_token_id=()) for p in prompts]
     got: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    errors: list[BaseException] = []
     start = threading.Barrier(2)
 
     def work(i: int) -> None:
-        start.wait()
-        for _ in range(3):
-            got[i].append(fp32.generate(prompts[i], max_new_tokens=16, eos_token_id=()))
+        try:
+            start.wait()
+            for _ in range(3):
+                got[i].append(fp32.generate(prompts[i], max_new_tokens=16, eos_token_id=()))
+        except BaseException as e:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(e)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join()  # no timeout: the work itself ends (or raises, recorded in errors)
+    assert not errors, errors
     for i in (0, 1):
         assert len(got[i]) == 3
         for out in got[i]:
@@ -196,7 +201,8 @@ def _artifact_dir(tiny_lm: dict[str, Path], mlp: Path, out: Path) -> Path:
 
 
 def test_cli_generate_streams_text_prints_json_and_exits_2_on_bad_folders(tiny_lm, tok, mlp, tmp_path):
-    want = generate(load(tiny_lm["fp32"] / "model.onnx"), [tok.encode("def f(x):")], max_new_tokens=8)[0]
+    with load(tiny_lm["fp32"] / "model.onnx") as sess:
+        want = generate(sess, [tok.encode("def f(x):")], max_new_tokens=8)[0]
     runner = CliRunner()
     res = runner.invoke(main, ["generate", str(tiny_lm["fp32"]), "--prompt", "def f(x):", "--max-new-tokens", "8",
                                "--engine", "onnxruntime", "--no-isolate"])
@@ -233,3 +239,29 @@ def test_generation_imports_no_torch(tiny_lm):
             "assert not bad, bad\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_auto_falls_back_to_the_plain_loop_where_genai_cannot_load_the_folder(tiny_lm, tmp_path, caplog):
+    """A folder whose genai_config names a model type onnxruntime-genai does not know (as the torch-export route
+    writes for architectures outside its list): "auto" runs edgesdk's loop and says why; asking for genai fails
+    clearly; closing the session frees the genai model kept for it."""
+    import logging
+
+    from edgesdk.runtimes import generation
+    from edgesdk.runtimes.generation import resolve_engine
+
+    folder = tmp_path / "unknown-type"
+    shutil.copytree(tiny_lm["fp32"], folder)
+    cfg = json.loads((folder / "genai_config.json").read_text())
+    cfg["model"]["type"] = "no-such-architecture"
+    (folder / "genai_config.json").write_text(json.dumps(cfg))
+    with load(folder / "model.onnx") as sess:
+        with caplog.at_level(logging.WARNING):
+            assert resolve_engine(sess, "auto") == "onnxruntime"
+        assert any("using edgesdk's loop" in r.message for r in caplog.records)
+        with pytest.raises(ArtifactError, match="onnxruntime-genai cannot load"):
+            generate(sess, [[5, 6, 7]], max_new_tokens=2, engine="genai")
+        assert resolve_engine(sess, "auto", eos_token_id=()) == "onnxruntime"  # never-stop runs are the loop's
+    with load(tiny_lm["fp32"] / "model.onnx") as good:
+        assert resolve_engine(good, "auto") == "genai" and good in generation._GENAI_MODELS
+    assert good not in generation._GENAI_MODELS  # close() released onnxruntime-genai's copy of the weights
