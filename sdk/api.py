@@ -29,7 +29,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
              eval_data: Mapping[str, np.ndarray] | None = None,
              output_names: list[str] | None = None, progress: Progress | None = None,
              recovery_hook: Callable[[Any, Mapping[str, np.ndarray]], Any] | None = None,
-             preprocess: Any = None, **options: Any) -> Result:
+             preprocess: Any = None, cache_dir: str | Path | None = None, **options: Any) -> Result:
     """Export ``model``, verify each artifact against it, benchmark, write ``out_dir``.
 
     ``example_inputs``: a dict name -> tensor (batch first; each name is a ``forward()`` parameter), or a
@@ -42,6 +42,9 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     ``recovery_hook(model, data)`` replaces the built-in distillation after pruning with your own loop.
     ``preprocess``: with ``calib_data`` a directory of images, an ImagePreprocess or its text form
     (``"size=224x224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225"``); stored in the manifest.
+    ``cache_dir``: a stage cache shared by runs (and processes): a stage whose inputs an earlier run already
+    hashed the same (the FP32 export, a pruned model, a quantization) is restored from it instead of recomputed;
+    each artifact's ``meta["cache"]`` says which. Off by default.
 
     >>> result = compress(model, {"x": torch.rand(1, 1, 8, 8)}, out_dir="out", benchmark=False)
     """
@@ -51,7 +54,7 @@ def compress(model: Any, example_inputs: Any, recipe: Recipe | None = None, *, o
     recipe = apply_options(recipe or Recipe(), **options)
     return CompressRun(model, example_inputs, recipe, out_dir=out_dir, calib_data=calib_data, eval_data=eval_data,
                        output_names=output_names, progress=progress, recovery_hook=recovery_hook,
-                       preprocess=preprocess, metric=metric).run()
+                       preprocess=preprocess, metric=metric, cache_dir=cache_dir).run()
 
 
 __all__ = ["compress", "Result", "REPORT_SCHEMA_VERSION"]

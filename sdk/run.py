@@ -57,9 +57,11 @@ class CompressRun:
     def __init__(self, model: Any, example_inputs: Any, recipe: Recipe, *, out_dir: str | Path,
                  calib_data: Any = None, eval_data: Mapping[str, np.ndarray] | None = None,
                  output_names: list[str] | None = None, progress: Progress | None = None,
-                 recovery_hook: Callable[..., Any] | None = None, preprocess: Any = None, metric: Any = None) -> None:
+                 recovery_hook: Callable[..., Any] | None = None, preprocess: Any = None, metric: Any = None,
+                 cache_dir: str | Path | None = None) -> None:
         self.model, self.example_inputs, self.recipe = model, example_inputs, recipe.validate()
-        self.out_dir = out_dir
+        self.out_dir, self.cache_dir = out_dir, cache_dir
+        self.cache: Any = None  # a StageCache over cache_dir (made in prepare)
         self.calib_data, self.eval_data, self.preprocess = calib_data, eval_data, preprocess
         self.output_names, self.recovery_hook, self.metric_spec = output_names, recovery_hook, metric
         self.say: Progress = progress or (lambda msg: log.info(msg))
@@ -101,6 +103,10 @@ class CompressRun:
         from .atomic import check_output_path
 
         check_output_path(self.out_dir)  # an -o the filesystem cannot take fails now, not after the work
+        if self.cache_dir is not None:
+            from .stage_cache import StageCache
+
+            self.cache = StageCache(self.cache_dir)
         self._check_precision_here()
 
         if not isinstance(self.model, torch.nn.Module):
@@ -261,7 +267,8 @@ class CompressRun:
                            output_names=self.out_names, calib=self.calib_data, calib_source=self.calib_source,
                            models={"pytorch": self.model}, say=self.say, baseline_accuracy=self.baseline_accuracy,
                            metric=self.metric, recovery_hook=self.recovery_hook,
-                           dynamic_axes={n: dict(a) for n, a in self.dims.axes.items()}, auto_axes=self.auto_axes)
+                           dynamic_axes={n: dict(a) for n, a in self.dims.axes.items()}, auto_axes=self.auto_axes,
+                           eval_data=self.eval_data, cache=self.cache)
         if self.metric is not None:
             ctx.evaluate = lambda m: self.evaluate_model(self.torch_session_for(m))
         if q.mode != "none" and (q.max_accuracy_drop is not None or q.min_cosine is not None):

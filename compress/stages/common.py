@@ -9,6 +9,12 @@ from edgesdk.pipeline import StageContext
 SUFFIX = {"fp16": "fp16", "int8": "int8", "int8-dynamic": "int8dyn"}
 PRECISION = {"fp16": "fp16", "int8": "int8", "int8-dynamic": "int8"}
 
+# what a stage exporting the PyTorch model reads besides the model (the stage cache hashes these)
+MODEL_READS = ("ctx.example_inputs", "ctx.dynamic_axes", "ctx.auto_axes", "ctx.output_names")
+CALIB_READS = ("ctx.example_inputs", "ctx.calib", "ctx.calib_source")  # calib_inputs picks arrays by input name
+# ctx.evaluate runs a PyTorch model on the eval data with the metric: hashed through its ingredients
+EVAL_READS = ("ctx.eval_data", "ctx.metric", "ctx.baseline_accuracy", "ctx.dynamic_axes", "ctx.output_names")
+
 
 def calib_inputs(ctx: StageContext) -> dict[str, Any] | None:
     """The calibration arrays the quantizers take: model inputs only (no labels), capped at calib_samples."""

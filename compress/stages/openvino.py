@@ -28,7 +28,7 @@ def require_bf16() -> None:
 
 
 @register_stage("bf16_openvino", text="converting to an OpenVINO IR for bf16", takes="onnx:fp32",
-                yields="openvino", compare_with="parent")
+                yields="openvino", compare_with="parent", reads=())  # the parent and OpenVINO's version only
 def bf16_openvino_stage(parent: Artifact | None, ctx: StageContext) -> Artifact:
     """``<stem>.bf16.xml`` (+ ``.bin``) from the float ONNX artifact; the gate runs it in bf16."""
     if parent is None:

@@ -7,6 +7,8 @@ from typing import Any
 from edgesdk.pipeline import Artifact, StageContext, register_stage
 from edgesdk.progress import counter
 
+from .common import EVAL_READS, MODEL_READS
+
 MAX_RECOVER_STEPS = 1000  # without --recover-steps: at most this many, within the time budget
 DEFAULT_RECOVER_TIME_S = 120.0  # without --recover-steps or --recover-time
 
@@ -145,7 +147,31 @@ def _search_ratio(ctx: StageContext) -> tuple[Any, dict[str, Any]]:
     return student, meta
 
 
-@register_stage("prune", text="pruning", takes="model", yields="torch")
+def _train_device_key(parent: Artifact | None, ctx: StageContext) -> dict[str, Any]:
+    """"auto" trains on CUDA when there is one, and the recovered weights differ from a CPU run's."""
+    from edgesdk.compress.recover import train_device
+
+    return {"train_device": train_device(ctx.recipe.prune.train_device)}
+
+
+def _restore_pruned(art: Artifact, ctx: StageContext) -> None:
+    """The pruned module of a cached artifact: a copy of the original reshaped and loaded from its files."""
+    import copy
+
+    from edgesdk.binding import unwrap
+    from edgesdk.compress.prune import load_pruned
+
+    student = copy.deepcopy(ctx.model).eval()
+    load_pruned(unwrap(student), art.path.parent / art.path.name.removesuffix(".safetensors"))
+    art.module = student
+
+
+# the search budget falls back to quantize.max_accuracy_drop; recovery is seeded by parity.seed; a recovery
+# hook is a callable, so a run with one is never cached
+@register_stage("prune", text="pruning", takes="model", yields="torch",
+                reads=("prune", "parity.seed", "quantize.max_accuracy_drop", "ctx.model", *MODEL_READS,
+                       "ctx.calib", "ctx.calib_source", *EVAL_READS, "ctx.recovery_hook"),
+                key_with=_train_device_key, restore=_restore_pruned)
 def prune_stage(parent: Artifact | None, ctx: StageContext) -> Artifact:
     """Prune a copy of the original model, recover it, persist it without pickle; the artifact carries the
     pruned module to the stages after it."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgesdk.pipeline import Artifact, StageContext, register_stage
 
-from .common import PRECISION, SUFFIX, axes_meta, calib_inputs, target_failed
+from .common import CALIB_READS, MODEL_READS, PRECISION, SUFFIX, axes_meta, calib_inputs, target_failed
 
 
 def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artifact | None:
@@ -46,14 +46,26 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
                     parent=parent.name if parent else "pytorch", meta=meta)
 
 
-@register_stage("export_tflite", text="exporting to TFLite", takes="model", yields="tflite")
+def _float_file_key(parent: Artifact | None, ctx: StageContext) -> dict:
+    """The quantized TFLite is converted from the float file export_tflite made when there is one, and skipped
+    when that conversion failed: both are part of what it depends on."""
+    variant = ctx.pytorch(parent)[2]
+    made = ctx.workdir / f"model{variant}.tflite"
+    status = ctx.targets.get("tflite", {}).get("status")
+    used = status == "ok" and made.is_file()
+    return {"tflite_status": status, "float_file": ctx.cache.file_digest(made) if used else None}
+
+
+@register_stage("export_tflite", text="exporting to TFLite", takes="model", yields="tflite",
+                reads=("export", *MODEL_READS))
 def export_tflite_stage(parent: Artifact | None, ctx: StageContext) -> Artifact | None:
     """Float32 TFLite of the current model (pruned when a prune stage ran); a failure is reported, not raised."""
     return _tflite(ctx, parent, "fp32")
 
 
 @register_stage("quantize_tflite", text="quantizing for TFLite", takes="model", yields="tflite",
-                compare_with="export_tflite")
+                compare_with="export_tflite", reads=("export", "quantize", *MODEL_READS, *CALIB_READS),
+                key_with=_float_file_key)
 def quantize_tflite_stage(parent: Artifact | None, ctx: StageContext) -> Artifact | None:
     """fp16, dynamic-range int8 or full-integer int8 TFLite, following the recipe's quantize mode."""
     return _tflite(ctx, parent, ctx.recipe.quantize.mode)

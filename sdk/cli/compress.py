@@ -148,6 +148,9 @@ def _dynamic_dims(specs: list[Any], texts: tuple[str, ...]) -> dict[str, Any] | 
 @click.option("--trt-workspace", type=int, metavar="MB", help="TensorRT builder workspace (default 1024 MB).")
 @click.option("--trt-sparse", is_flag=True, help="Let TensorRT use 2:4 sparse kernels (after --prune-method 2:4).")
 @click.option("--trt-dla-core", type=int, help="Build for this Jetson DLA core (GPU fallback on).")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Stage cache shared by runs (and processes): an export, pruned model or quantization made "
+                   "before from the same model, data and settings is reused instead of recomputed (off by default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @llm_options
 @click.pass_context
@@ -188,7 +191,7 @@ def compress(ctx: click.Context, model: str, **o: Any) -> None:
     t0 = time.perf_counter()
     result = run_compress(net, examples, recipe, out_dir=o["out_dir"], calib_data=o["calib"], eval_data=eval_arrays,
                           output_names=list(o["output_names"]) or None, progress=say,
-                          preprocess=o["preprocess_text"])
+                          preprocess=o["preprocess_text"], cache_dir=o["cache_dir"])
     _emit_report(result.report, o["as_json"])
     if not o["as_json"] and not ctx.obj.get("quiet"):
         files = sorted(p.name for p in Path(result.out_dir).iterdir() if p.is_file())
