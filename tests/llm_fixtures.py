@@ -8,8 +8,6 @@ onnxruntime-genai's model builder (the edgesdk LM layout, docs/llm.md).
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable
@@ -36,14 +34,25 @@ def make_hf_folder(folder: Path, arch: str = "llama", **sizes: Any) -> Path:
 
 
 def build_onnx(hf: Path, out: Path, precisions: Iterable[str] = ("fp32", "int4")) -> dict[str, Path]:
-    """Run onnxruntime-genai's model builder on ``hf`` once per precision, side by side, into ``out/PRECISION``
-    (model.onnx, model.onnx.data, genai_config.json, tokenizer files)."""
-    procs = {}
+    """Run onnxruntime-genai's model builder on ``hf`` once per precision into ``out/PRECISION`` (model.onnx,
+    model.onnx.data, genai_config.json, tokenizer files).
+
+    In this process, as its CLI runs it (parse_extra_options + create_model) and as edgesdk's compress does: a
+    builder subprocess per precision spends most of its time importing torch and transformers again."""
+    import contextlib
+    import io
+
+    from onnxruntime_genai.models import builder
+
+    made = {}
     for p in precisions:
-        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out / p),
-               "-p", p, "-e", "cpu", "-c", str(out / f"cache-{p}")]
-        procs[p] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for p, proc in procs.items():
-        log, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"model builder failed for {p}:\n{log[-3000:]}"
-    return {p: out / p for p in procs}
+        args = (None, str(hf), str(out / p), p, "cpu", str(out / f"cache-{p}"))
+        log = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                builder.create_model(*args, **builder.parse_extra_options(*args, []))
+        except Exception as e:  # the builder raises bare Exception, ValueError, KeyError...
+            raise AssertionError(f"model builder failed for {p}: {e!r}\n{log.getvalue()[-3000:]}") from e
+        assert (out / p / "model.onnx").is_file(), f"model builder wrote no model for {p}:\n{log.getvalue()[-3000:]}"
+        made[p] = out / p
+    return made

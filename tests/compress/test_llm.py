@@ -191,10 +191,11 @@ def test_qwen2_and_phi3_go_through_the_builder(tmp_path, tokenizer_dir, arch, ex
 
 
 def test_a_model_the_builder_would_miswire_goes_through_torch_export(tmp_path, tokenizer_dir):
-    """hidden 256: the MLP's 1024 outputs equal the vocabulary, which the builder takes for the LM head."""
+    """hidden 256: the MLP's 1024 outputs equal the vocabulary, which the builder takes for the LM head (one
+    layer is enough to hold such an MLP, and torch export of a 256-wide model is the slow part)."""
     from edgesdk.llm import LLMOptions, compress_llm
 
-    folder = _folder(tmp_path, tokenizer_dir, "llama", hidden=256)
+    folder = _folder(tmp_path, tokenizer_dir, "llama", hidden=256, layers=1)
     result = compress_llm(str(folder), tmp_path / "out", LLMOptions(benchmark=False))
     (entry,) = result.manifest["artifacts"]
     assert entry["meta"]["route"] == "torch export" and "mistakes for the LM head" in result.manifest["warnings"][0]

@@ -196,11 +196,13 @@ def test_int8_dynamic_tflite_with_large_weights_loads_and_matches(tmp_path):
     torch.manual_seed(0)
     model, ex = _WideMLP().eval(), {"x": torch.randn(2, 64)}
     export_tflite(model, ex, tmp_path / "f.tflite", precision="fp32")
-    info = export_tflite(model, ex, tmp_path / "q.tflite", precision="int8-dynamic")
+    # quantized from the float file just made (as compress does), not converted a second time
+    info = export_tflite(model, ex, tmp_path / "q.tflite", precision="int8-dynamic", float_file=tmp_path / "f.tflite")
     x = {"x": np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)}
     # before the fix LiteRT refused this file: "Constant buffer 1 specified an out of range offset"
     assert _cosine(_run_tflite(tmp_path / "q.tflite", x), _run_tflite(tmp_path / "f.tflite", x)) > 0.99
     assert info.quantization["weights"] == "int8 per-channel" and _external_buffers(tmp_path / "q.tflite") == 0
+    assert info.quantization["float_file"] == "f.tflite"
     assert (tmp_path / "q.tflite").stat().st_size < 0.4 * (tmp_path / "f.tflite").stat().st_size
 
 
@@ -244,7 +246,8 @@ def test_int8_dynamic_tflite_of_transformer_encoders(build_encoder, tmp_path):
     torch.manual_seed(0)
     model, ex, feeds = build_encoder()
     export_tflite(model, ex, tmp_path / "f.tflite", precision="fp32")
-    export_tflite(model, ex, tmp_path / "q.tflite", precision="int8-dynamic")
+    info = export_tflite(model, ex, tmp_path / "q.tflite", precision="int8-dynamic", float_file=tmp_path / "f.tflite")
+    assert info.quantization["float_file"] == "f.tflite"
     assert _cosine(_run_tflite(tmp_path / "q.tflite", feeds), _run_tflite(tmp_path / "f.tflite", feeds)) > 0.99
     assert _external_buffers(tmp_path / "q.tflite") == 0
 
