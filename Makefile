@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[compress,openvino,tflite-export,llm-compress,examples,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[compress,openvino,tflite-export,llm-compress,examples,search,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

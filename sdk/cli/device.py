@@ -1,6 +1,7 @@
 """Device-side commands: ``benchmark``, ``run``, ``inspect``, ``doctor`` (no torch needed)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -26,11 +27,18 @@ from .common import _NO_ISOLATE_HELP, _backends, _batches, _emit_report, _npz_by
 @click.option("--rebuild", is_flag=True, help="Rebuild TensorRT engines made for another GPU/TensorRT from their ONNX.")
 @click.option("--no-isolate", is_flag=True, help=_NO_ISOLATE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--on", "on_text", metavar="device:A,device:B",
+              help="Run on these devices of a Ray cluster instead of here (one artifact directory; each device "
+                   "node joined with --resources '{\"device:NAME\": 1}'). Prints the devices side by side; "
+                   "-o FILE writes the merged report and FILE-stem.NAME.json per device.")
+@click.option("--ray-address", metavar="HOST:PORT", help="The Ray head for --on (default: RAY_ADDRESS, else the "
+              "head started on this machine with `ray start --head`).")
 @click.pass_context
 def benchmark(ctx: click.Context, paths: tuple[str, ...], backend_text: str, device: str, threads_text: str | None,
               batch_text: str, warmup: int, iterations: int, duration_s: float | None, output: str | None,
-              rebuild: bool, no_isolate: bool, as_json: bool) -> None:
-    """Benchmark artifact files or artifact directories on this device.
+              rebuild: bool, no_isolate: bool, as_json: bool, on_text: str | None, ray_address: str | None) -> None:
+    """Benchmark artifact files or artifact directories on this device (or, with --on, on devices of a Ray
+    cluster: see docs/fleet.md).
 
     Comma lists sweep: every backend x thread count x batch size is timed (one session per backend and thread
     count), and the report marks the Pareto points of latency vs throughput (its ``sweep`` key).
@@ -47,6 +55,13 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend_text: str, dev
         raise InputError("--duration must be a positive number of seconds", found=str(duration_s))
     batches = tuple(dict.fromkeys(_batches(batch_text)))  # 1,1,8 -> 1,8: one row per batch size
     threads, backend = _threads(threads_text), _backends(backend_text)
+    if ray_address and not on_text:
+        raise InputError("--ray-address needs --on", hint="add --on device:NAME[,device:NAME...]")
+    if on_text:
+        _benchmark_fleet(paths, on_text, ray_address, output, as_json, backend=backend, threads=threads,
+                         batches=batches, warmup=warmup, iterations=iterations, duration_s=duration_s,
+                         device=device, rebuild=rebuild, isolate=not no_isolate)
+        return
     report = benchmark_paths(list(paths), backend=backend, threads=threads, batches=batches,
                              warmup=warmup, iterations=iterations, duration_s=duration_s, device=device,
                              progress=_say(ctx), isolate=not no_isolate, rebuild=rebuild)
@@ -57,11 +72,47 @@ def benchmark(ctx: click.Context, paths: tuple[str, ...], backend_text: str, dev
         raise InputError("nothing was benchmarked", found="; ".join(
             f"{s.get('artifact')}: {s.get('reason')}" for s in report.get("skipped") or []) or "no artifacts",
             hint="install the backend these artifacts need (`edgesdk doctor`) or pass other files")
-    failed = [r["artifact"] for r in report["results"]
-              if ((r.get("device_check") or {}).get("parity") or {}).get("passed") is False]
+    failed = _parity_failures(report)
     if failed:
-        click.secho(f"error: parity failed on this device for {', '.join(dict.fromkeys(failed))} (see the table)",
+        click.secho(f"error: parity failed on this device for {', '.join(failed)} (see the table)",
                     fg="red", err=True)
+        sys.exit(3)
+
+def _parity_failures(report: dict[str, Any]) -> list[str]:
+    """The artifacts whose parity re-check on the device failed, once each."""
+    return list(dict.fromkeys(r["artifact"] for r in report.get("results") or []
+                              if ((r.get("device_check") or {}).get("parity") or {}).get("passed") is False))
+
+def _benchmark_fleet(paths: tuple[str, ...], on_text: str, ray_address: str | None, output: str | None,
+                     as_json: bool, **kwargs: Any) -> None:
+    """``benchmark DIR --on device:A,device:B``: each device benchmarks DIR; print the devices side by side
+    (``--json``: {"reports": [...], "merged": {...}}); exit 3 when parity failed on any of them."""
+    from edgesdk.atomic import write_json
+    from edgesdk.cluster import connect
+    from edgesdk.fleet import benchmark_on, merged
+    from edgesdk.report.merge import render_merged
+
+    if len(paths) != 1 or not Path(paths[0]).is_dir():
+        raise InputError("--on benchmarks one artifact directory", expected="one DIR written by `edgesdk compress`",
+                         found=" ".join(paths), hint="run one command per directory")
+    devices = [d for d in on_text.split(",") if d.strip()]
+    # without an address: RAY_ADDRESS, else the head `ray start --head` started here (never a new local
+    # instance: it would have no devices)
+    connect(ray_address or os.environ.get("RAY_ADDRESS") or "auto")
+    reports = benchmark_on(paths[0], devices, **kwargs)
+    table = merged(reports)
+    click.echo(json_text({"reports": reports, "merged": table}) if as_json else render_merged(table, "md"))
+    if output:  # the merged report, and each device's own report.json (for `report show` and `compare`)
+        out = Path(output)
+        _save(output, lambda p: write_json(p, table))
+        for rep in reports:
+            name = str(rep["device"]["fleet_resource"]).split(":", 1)[-1]
+            _save(str(out.with_name(f"{out.stem}.{name}.json")), lambda p, rep=rep: write_json(p, rep))
+    failed = {r["device"]["fleet_resource"]: _parity_failures(r) for r in reports}
+    failed = {k: v for k, v in failed.items() if v}
+    if failed:
+        click.secho("error: parity failed on " + "; ".join(f"{k} for {', '.join(v)}" for k, v in failed.items())
+                    + " (see the reports)", fg="red", err=True)
         sys.exit(3)
 
 @click.command("run")
