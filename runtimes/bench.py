@@ -69,22 +69,32 @@ def _z(level: float) -> float:
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 
-def median_ci(samples_ms: Any, level: float = CI_LEVEL) -> tuple[float, float] | None:
-    """Distribution-free confidence interval of the median: the order statistics at ranks n/2 -+ z*sqrt(n)/2
-    (normal approximation of the binomial). None with fewer than ``MIN_CI_SAMPLES`` samples.
+def quantile_ci(samples_ms: Any, q: float, level: float = CI_LEVEL) -> tuple[float, float] | None:
+    """Distribution-free confidence interval of the ``q`` quantile: the order statistics at ranks
+    n*q -+ z*sqrt(n*q*(1-q)) (normal approximation of the binomial). None with fewer than ``MIN_CI_SAMPLES``.
 
     Example::
 
-        median_ci([1.0, 1.2, 0.9, 1.1, 1.0, 1.3, 0.95, 1.05])   # (0.9, 1.3)
+        quantile_ci([1.0, 1.2, 0.9, 1.1, 1.0, 1.3, 0.95, 1.05], 0.5)   # (0.9, 1.3)
     """
     x = np.sort(np.asarray(samples_ms, dtype=np.float64))
     n = len(x)
     if n < MIN_CI_SAMPLES:
         return None
-    half = _z(level) * math.sqrt(n) / 2
-    lo = max(0, math.floor(n / 2 - half) - 1)  # 1-based rank floor(n/2 - half), as a 0-based index
-    hi = min(n - 1, math.ceil(1 + n / 2 + half) - 1)
+    half = _z(level) * math.sqrt(n * q * (1 - q))
+    lo = max(0, math.floor(n * q - half) - 1)  # 1-based rank floor(n*q - half), as a 0-based index
+    hi = min(n - 1, math.ceil(1 + n * q + half) - 1)
     return float(x[lo]), float(x[hi])
+
+
+def median_ci(samples_ms: Any, level: float = CI_LEVEL) -> tuple[float, float] | None:
+    """The confidence interval of the median (``quantile_ci`` at 0.5).
+
+    Example::
+
+        median_ci([1.0, 1.2, 0.9, 1.1, 1.0, 1.3, 0.95, 1.05])   # (0.9, 1.3)
+    """
+    return quantile_ci(samples_ms, 0.5, level)
 
 
 def mean_ci(samples_ms: Any, level: float = CI_LEVEL) -> tuple[float, float] | None:

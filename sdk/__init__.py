@@ -31,7 +31,7 @@ class _Verb(types.ModuleType):
 
 
 sys.modules[compress.__name__].__class__ = _Verb
-__all__ = ["compress", "EdgeSDKError", "Recipe", "__version__"]
+__all__ = ["compress", "search", "EdgeSDKError", "Recipe", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -39,4 +39,8 @@ def __getattr__(name: str) -> Any:
         from .recipe import Recipe
 
         return Recipe
+    if name == "search":  # the search package (callable: edgesdk.search(source, space, out_dir=...))
+        import importlib
+
+        return importlib.import_module(".search", __name__)
     raise AttributeError(f"module 'edgesdk' has no attribute {name!r}")

@@ -327,3 +327,51 @@ def check_feeds_match(data: dict[str, np.ndarray], example: dict[str, np.ndarray
         raise InputError(f"{what} do not match the model inputs", expected=", ".join(
             f"{n}: {a.dtype} (N, {', '.join(map(str, a.shape[1:]))})" for n, a in example.items()),
             found="; ".join(problems), hint=f"fix the {what} file (arrays named like the inputs)")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model as the CLI names it: ``file.py:factory`` (or ``package.module:factory``), optional weights,
+    and its inputs as ``--input`` specs or an .npz of examples. Plain data, so it can be sent to another
+    process or machine (a search trial on Ray) and rebuilt there.
+
+    Example::
+
+        src = ModelSource("examples/digits/model.py:build", inputs=("x:1x1x8x8",))
+        net = src.build(); examples = src.examples(net)
+    """
+
+    ref: str
+    weights: str | None = None
+    inputs: tuple[str, ...] = ()
+    dims: tuple[str, ...] = ()
+    example_inputs: str | None = None
+
+    def specs(self) -> list[InputSpec]:
+        return [parse_input_spec(s, parse_dim_sizes(self.dims)) for s in self.inputs]
+
+    def check(self) -> None:
+        """The inputs are given one way: --input specs or an .npz of examples."""
+        if not self.inputs and not self.example_inputs:
+            raise InputError("no model inputs given", expected="--input NAME:1x3x224x224[:dtype] or "
+                             "--example-inputs FILE.npz", hint="e.g. --input x:1x1x8x8")
+        if self.inputs and self.example_inputs:
+            raise InputError("give either --input or --example-inputs, not both")
+
+    def build(self) -> Any:
+        """The model with its weights loaded."""
+        net = build_model(self.ref)
+        if self.weights:
+            load_weights(net, self.weights)
+        return net
+
+    def examples(self, net: Any) -> dict[str, Any]:
+        """Example tensors: from the specs (token ids within the vocabulary, masks of ones), else the .npz."""
+        import torch
+
+        from .synthetic import example_inputs
+
+        self.check()
+        if self.inputs:
+            return example_inputs(net, self.specs())
+        return {k: torch.from_numpy(v) for k, v in load_npz(self.example_inputs, what="example inputs").items()}

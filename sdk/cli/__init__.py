@@ -111,9 +111,10 @@ from .compress import compress  # noqa: E402  (the command modules only need cli
 from .device import benchmark, doctor, inspect_cmd, run_cmd  # noqa: E402
 from .llm import generate  # noqa: E402
 from .report import report  # noqa: E402
+from .search import search  # noqa: E402
 
 for _cmd, _name in ((compress, "compress"), (benchmark, "benchmark"), (run_cmd, "run"), (inspect_cmd, "inspect"),
-                    (doctor, "doctor"), (report, "report"), (generate, "generate")):
+                    (doctor, "doctor"), (report, "report"), (generate, "generate"), (search, "search")):
     main.add_command(_cmd, _name)
 
 __all__ = ["main"]

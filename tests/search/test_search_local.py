@@ -1,0 +1,96 @@
+"""A real search in this process on the digits model with real data: every trial a compress run, timed,
+judged; the knee re-made from its best.yaml; resume and re-judging; bad input refused with nothing written."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgesdk.cli import main
+from tests.conftest import DIGITS_MODEL
+
+
+def _attempts(out: Path) -> dict[str, int]:
+    return {d.name: sum(1 for p in d.iterdir() if p.suffix != ".done") for d in (out / "attempts").iterdir()}
+
+
+@pytest.fixture(scope="module")
+def searched(search_flags, tmp_path_factory):
+    out = tmp_path_factory.mktemp("search") / "out"
+    res = CliRunner().invoke(main, search_flags(out, "0,0.5", "fp32,int8", "onnxruntime,openvino",
+                                                "--max-accuracy-drop", "1", "--engine", "local"))
+    assert res.exit_code == 0, res.output
+    return out, json.loads((out / "search.json").read_text())
+
+
+def test_every_front_point_meets_the_budget_and_the_knee_reproduces(searched, digits_dir, tmp_path):
+    out, st = searched
+    assert st["complete"] and len(st["plan"]) == 4
+    assert all(r["status"] == "done" for r in st["trials"].values())
+    cands = st["candidates"]
+    assert len(cands) == 8 and {c["backend"] for c in cands} == {"onnxruntime", "openvino"}
+    front = [c for c in cands if c["on_front"]]
+    assert front and st["front"] == [c["id"] for c in front]
+    for c in cands:
+        assert c["feasible"] == (c["accuracy_drop"] <= 1.0 and c["parity_passed"] is not False)
+        assert c["latency_ci"][0] <= c["p50"] <= c["latency_ci"][1]
+    assert all(c["feasible"] for c in front)
+    knee = next(c for c in cands if c["knee"])
+    assert st["knee"] == knee["id"] and knee["on_front"]
+    assert st["cache"]["hits"] >= 1  # the original model's FP32 export is made once for all four trials
+    assert (out / knee["artifact_dir"] / "manifest.json").is_file()
+    assert "<svg" in (out / "search.html").read_text() and "Knee point" in (out / "search.md").read_text()
+
+    again = tmp_path / "again"
+    res = CliRunner().invoke(main, ["-q", "compress", f"{DIGITS_MODEL}:build", "--weights",
+                                    str(digits_dir / "weights.safetensors"), "--input", "x:1x1x8x8", "--calib",
+                                    str(digits_dir / "calib.npz"), "--eval-data", str(digits_dir / "eval.npz"),
+                                    "--recipe", str(out / knee["best_yaml"]), "-o", str(again)])
+    assert res.exit_code == 0, res.output
+    made = {a["name"]: a["sha256"] for a in json.loads((again / "manifest.json").read_text())["artifacts"]}
+    assert made[knee["artifact"]] == knee["sha256"]
+
+
+def test_resume_runs_no_finished_trial_and_rejudges_with_new_budgets(searched, search_flags, tmp_path):
+    out, st = searched
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = _attempts(copy)
+    flags = search_flags(copy, "0,0.5", "fp32,int8", "onnxruntime,openvino", "--engine", "local")
+    res = CliRunner().invoke(main, flags)
+    assert res.exit_code == 2 and "already holds a search" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, [*flags, "--resume", "--max-accuracy-drop", "1"])
+    assert res.exit_code == 0, res.output
+    assert "4 finished before, kept" in res.output and _attempts(copy) == before
+    res = CliRunner().invoke(main, [*flags, "--resume", "--max-size-mb", "0.000001"])
+    assert res.exit_code == 4, res.output
+    assert "no candidate meets the budgets" in res.output and "size" in res.output
+    st2 = json.loads((copy / "search.json").read_text())
+    assert st2["complete"] and not st2["front"] and st2["knee"] is None
+    assert not any(c["feasible"] for c in st2["candidates"]) and _attempts(copy) == before
+
+
+def test_bad_input_is_refused_and_nothing_is_written(search_flags, tmp_path, digits_dir):
+    cases = [
+        (search_flags(tmp_path / "a", "0", "fp32", "onnxruntime", "--resume"), "no search"),
+        (search_flags(tmp_path / "b", "0", "int9"), "unknown precision"),
+        (search_flags(tmp_path / "c", "0.9:0.1"), "bad prune range"),
+        (search_flags(tmp_path / "d", "0,0.5", "fp32", "onnxruntime", "--trials", "1"), "more than --trials"),
+        ([a for a in search_flags(tmp_path / "e") if a not in ("--eval-data", str(digits_dir / "eval.npz"))]
+         + ["--max-accuracy-drop", "1"], "needs labelled eval data"),
+        ([a for a in search_flags(tmp_path / "f") if a not in ("--calib", str(digits_dir / "calib.npz"))],
+         "need calibration data"),
+    ]
+    for args, words in cases:
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert words in res.output and "Traceback" not in res.output
+        assert not Path(args[args.index("-o") + 1]).exists()
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "mine.txt").write_text("not a search")
+    res = CliRunner().invoke(main, search_flags(tmp_path / "g", "0", "fp32"))
+    assert res.exit_code == 2 and "not a search directory" in res.output
+    assert [p.name for p in (tmp_path / "g").iterdir()] == ["mine.txt"]
