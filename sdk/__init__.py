@@ -12,26 +12,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import sys
-import types
-
 from . import compress
 from .errors import EdgeSDKError
+from .verb import make_callable
 from .version import __version__
 
 
-class _Verb(types.ModuleType):
-    """The ``edgesdk.compress`` package is also the verb: ``edgesdk.compress(model, inputs, ...)`` runs
-    :func:`edgesdk.api.compress`. Made callable here, at the top, so the package itself never imports the API."""
+def _compress(*args: Any, **kwargs: Any) -> Any:
+    """``edgesdk.compress(model, inputs, ...)`` runs :func:`edgesdk.api.compress`; imported here, at the top, so
+    the compress package itself never imports the API."""
+    from .api import compress as run
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .api import compress as run
-
-        return run(*args, **kwargs)
+    return run(*args, **kwargs)
 
 
-sys.modules[compress.__name__].__class__ = _Verb
-__all__ = ["compress", "search", "EdgeSDKError", "Recipe", "__version__"]
+make_callable(compress.__name__, _compress)
+__all__ = ["compress", "search", "check", "EdgeSDKError", "Recipe", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -39,8 +35,8 @@ def __getattr__(name: str) -> Any:
         from .recipe import Recipe
 
         return Recipe
-    if name == "search":  # the search package (callable: edgesdk.search(source, space, out_dir=...))
+    if name in ("search", "check"):  # packages that are verbs: edgesdk.search(...), edgesdk.check(...)
         import importlib
 
-        return importlib.import_module(".search", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'edgesdk' has no attribute {name!r}")

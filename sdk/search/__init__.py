@@ -14,9 +14,9 @@ Example::
 """
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
+
+from edgesdk.verb import make_callable
 
 from .run import Search, SearchResult
 from .space import Budgets, SearchSpace
@@ -30,11 +30,4 @@ def search(source: Any, space: SearchSpace, *, out_dir: Any, **options: Any) -> 
 __all__ = ["search", "Search", "SearchResult", "SearchSpace", "Budgets"]
 
 
-class _Verb(types.ModuleType):
-    """``edgesdk.search(...)`` is the verb, as ``edgesdk.compress(...)`` is."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SearchResult:
-        return search(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _Verb
+make_callable(__name__, search)  # edgesdk.search(...) is the verb, as edgesdk.compress(...) is
