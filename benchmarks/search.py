@@ -20,23 +20,29 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = f"{ROOT / 'examples' / 'digits' / 'model.py'}:build"
 
 
+def _run(cmd: list[str]) -> None:
+    """Run an edgesdk command; on failure, stop with its own error output (not just the exit status)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd[2:6])} ... exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+
+
 def _search(data: Path, out: Path, steps: int, extra: list[str]) -> tuple[float, dict]:
     t0 = time.time()
     cmd = [sys.executable, "-m", "edgesdk.cli", "-q", "search", MODEL, "--weights", str(data / "weights.safetensors"),
            "--input", "x:1x1x8x8", "--calib", str(data / "calib.npz"), "--eval-data", str(data / "eval.npz"),
            "--prune", "0:0.7", "--prune-steps", str(steps), "--quantize", "fp32,int8",
            "--backends", "onnxruntime,openvino,litert", "--max-accuracy-drop", "1", "-o", str(out), *extra]
-    subprocess.run(cmd, check=True, capture_output=True)
+    _run(cmd)
     return time.time() - t0, json.loads((out / "search.json").read_text())
 
 
 def _reproduces(data: Path, st: dict, root: Path, work: Path) -> str:
     knee = next(c for c in st["candidates"] if c["knee"])
     out = work / "again"
-    subprocess.run([sys.executable, "-m", "edgesdk.cli", "-q", "compress", MODEL, "--weights",
+    _run([sys.executable, "-m", "edgesdk.cli", "-q", "compress", MODEL, "--weights",
                     str(data / "weights.safetensors"), "--input", "x:1x1x8x8", "--calib", str(data / "calib.npz"),
-                    "--eval-data", str(data / "eval.npz"), "--recipe", str(root / knee["best_yaml"]), "-o", str(out)],
-                   check=True, capture_output=True)
+                    "--eval-data", str(data / "eval.npz"), "--recipe", str(root / knee["best_yaml"]), "-o", str(out)])
     made = {a["name"]: a["sha256"] for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
     return "same sha256" if made.get(knee["artifact"]) == knee["sha256"] else "different sha256"
 

@@ -22,7 +22,7 @@ from edgesdk.intake import ModelSource
 
 from .candidates import candidates_of, closest, mark_front
 from .engine import make_engine
-from .space import SearchSpace, Trial
+from .space import BACKEND_TARGETS, SearchSpace, Trial
 from .store import SearchStore
 from .trial import MeasureSpec, TrialJob, trial_id, trial_recipe
 
@@ -190,8 +190,10 @@ class Search:
         from edgesdk.atomic import write_text
         from edgesdk.recipe import apply_options
 
-        best = apply_options(recipe, backends=(c["backend"],), benchmark=True, batches=(c["batch"],),
-                             threads=c["threads"])
+        # only the target that makes this candidate's artifact: a trial may make several (onnx and tflite for
+        # onnxruntime,litert), and the others could not be verified on this candidate's one backend
+        best = apply_options(recipe, targets=(BACKEND_TARGETS[c["backend"]],), backends=(c["backend"],),
+                             benchmark=True, batches=(c["batch"],), threads=c["threads"])
         d = store.root / "front" / c["id"]
         d.mkdir(parents=True, exist_ok=True)
         src = self.source

@@ -54,6 +54,31 @@ def test_every_front_point_meets_the_budget_and_the_knee_reproduces(searched, di
     assert made[knee["artifact"]] == knee["sha256"]
 
 
+def test_a_front_point_of_a_trial_with_several_targets_reproduces_alone(search_flags, digits_dir, tmp_path):
+    """A trial timed on onnxruntime and LiteRT makes an ONNX and a TFLite file; the best.yaml of each front
+    point asks for its own target only (the other could not be verified on that point's one backend)."""
+    import yaml
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, search_flags(out, "0", "fp32", "onnxruntime,litert", "--engine", "local"))
+    assert res.exit_code == 0, res.output
+    st = json.loads((out / "search.json").read_text())
+    assert {c["format"] for c in st["candidates"]} == {"onnx", "tflite"}
+    front = [c for c in st["candidates"] if c["on_front"]]
+    assert front
+    for i, c in enumerate(front):
+        best = yaml.safe_load((out / c["best_yaml"]).read_text())
+        assert best["targets"] == [c["format"]] and best["benchmark"]["backends"] == [c["backend"]]
+        again = tmp_path / f"again{i}"
+        res = CliRunner().invoke(main, ["-q", "compress", f"{DIGITS_MODEL}:build", "--weights",
+                                        str(digits_dir / "weights.safetensors"), "--input", "x:1x1x8x8",
+                                        "--calib", str(digits_dir / "calib.npz"), "--recipe",
+                                        str(out / c["best_yaml"]), "-o", str(again)])
+        assert res.exit_code == 0, res.output
+        made = {a["name"]: a["sha256"] for a in json.loads((again / "manifest.json").read_text())["artifacts"]}
+        assert made[c["artifact"]] == c["sha256"]
+
+
 def test_resume_runs_no_finished_trial_and_rejudges_with_new_budgets(searched, search_flags, tmp_path):
     out, st = searched
     copy = tmp_path / "copy"
