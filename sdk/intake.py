@@ -112,7 +112,7 @@ def load_factory(ref: str) -> Callable[..., Any]:
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}", expected="an existing .py file",
                                  hint="check the path (relative to the current directory)")
-        name = f"edgesdk_user_model_{abs(hash(str(path.resolve())))}"
+        name = _module_name(path)
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise ModelLoadError(f"cannot import {path}", expected="a Python source file")
@@ -375,3 +375,14 @@ class ModelSource:
         if self.inputs:
             return example_inputs(net, self.specs())
         return {k: torch.from_numpy(v) for k, v in load_npz(self.example_inputs, what="example inputs").items()}
+
+
+def _module_name(path: Path) -> str:
+    """The import name of a model file: its stem and a digest of its source, the same in every process and on
+    every machine (exporters record it in the artifact, so a salted ``hash()`` would make each run's bytes
+    differ and ``best.yaml`` would not reproduce a file); two files share one only when they hold the same source."""
+    import hashlib
+
+    stem = re.sub(r"\W", "_", path.stem)
+    return f"edgesdk_user_model_{stem}_{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+

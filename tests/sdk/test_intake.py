@@ -56,3 +56,23 @@ def test_package_module_factory_resolves_from_the_current_folder(tmp_path):
         print(build_model("pkg.common:make").out_features)
     """)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "2", res.stderr
+
+
+def test_a_model_file_imports_under_the_same_name_in_every_process(tmp_path):
+    """Exporters write the module name into the artifact (TFLite location metadata): a name salted per process
+    made every run's bytes differ, so a search's best.yaml could not re-make its TFLite file."""
+    (tmp_path / "net.py").write_text("import torch\nclass Net(torch.nn.Linear):\n    pass\n"
+                                     "def build():\n    return Net(4, 2)\n")
+    code = ("import sys\nfrom edgesdk.intake import build_model\n"
+            "print(type(build_model(sys.argv[1] + ':build')).__module__)\n")
+
+    def name(seed: str) -> str:
+        res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "net.py")], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    first = name("1")
+    assert first == name("2") and first.startswith("edgesdk_user_model_net_")
+    (tmp_path / "net.py").write_text((tmp_path / "net.py").read_text() + "# edited\n")
+    assert name("1") != first  # another source, another module
