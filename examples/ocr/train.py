@@ -1,6 +1,6 @@
 """Train the CRNN text-line reader on rendered digit lines (CTC loss), then write what compress needs.
 
-    python examples/ocr/train.py --out DIR [--steps 500] [--seed 0]
+    python examples/ocr/train.py --out DIR [--steps 500] [--seed 0] [--calib-lines 256]
 
 Writes DIR/weights.safetensors, DIR/calib.npz (``x``: unlabelled lines), DIR/eval.npz (``x``, ``labels``,
 ``label_lengths``: held-out lines with transcripts, for ``--metric cer``) and DIR/train_summary.json.
@@ -39,7 +39,7 @@ def _greedy_cer(logp: torch.Tensor, labels: np.ndarray, lengths: np.ndarray) -> 
     return METRICS["cer"].compute({"logp": logp.numpy()}, {"labels": labels, "label_lengths": lengths})
 
 
-def train(out_dir: str | Path, steps: int = 500, seed: int = 0, batch: int = 32) -> dict:
+def train(out_dir: str | Path, steps: int = 500, seed: int = 0, batch: int = 32, calib_lines: int = 256) -> dict:
     """Train on freshly rendered lines, evaluate on a held-out set and write the files; returns the summary."""
     from safetensors.torch import save
 
@@ -69,7 +69,7 @@ def train(out_dir: str | Path, steps: int = 500, seed: int = 0, batch: int = 32)
     with torch.no_grad():
         cer = _greedy_cer(model(torch.from_numpy(x_ev)), y_ev, l_ev)
     _atomic(out / "weights.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
-    for name, arrays in (("calib.npz", {"x": x_tr[:256]}),
+    for name, arrays in (("calib.npz", {"x": x_tr[:calib_lines]}),
                          ("eval.npz", {"x": x_ev, "labels": y_ev, "label_lengths": l_ev})):
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -85,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--calib-lines", type=int, default=256,
+                    help="unlabelled lines in calib.npz (INT8 TFLite calibrates on each, one at a time)")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    s = train(args.out, args.steps, args.seed)
+    s = train(args.out, args.steps, args.seed, calib_lines=args.calib_lines)
     print(f"held-out CER {s['heldout_cer']:.2f}% on {s['heldout_lines']} lines, {s['seconds']} s -> {args.out}")
     return 0
 

@@ -18,7 +18,7 @@ OCR = ROOT / "examples" / "ocr"
 @pytest.fixture(scope="module")
 def ocr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ocr")
-    summary = train_example(OCR / "train.py", out, "--steps", "500", "--seed", "0")
+    summary = train_example(OCR / "train.py", out, "--steps", "500", "--seed", "0", "--calib-lines", "64")
     assert summary["heldout_cer"] < 10, summary  # it really reads the lines
     return out
 
