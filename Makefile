@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/fast_by_default.py --out docs/benchmarks-fast.md
 	$(BIN)/python benchmarks/llm.py --out docs/benchmarks-llm.md
+	$(BIN)/python benchmarks/search.py --out docs/benchmarks-search.md
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
