@@ -70,7 +70,9 @@ def _recipe_file(path: str) -> tuple[dict[str, Any] | None, Any]:
               help="Backends every trial is measured on (default onnxruntime); litert adds the TFLite target.")
 @click.option("--threads", metavar="1,2", help="Thread counts to measure (default: the backend's choice).")
 @click.option("--batch", metavar="1,8", help="Batch sizes to measure (default 1).")
-@click.option("--trials", type=int, help="The most trials to run; a larger grid is refused.")
+@click.option("--trials", type=int, help="The most trials to run; from a larger grid Optuna's multi-objective "
+              "TPE sampler chooses them (seeded; --resume with a larger --trials asks more).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler (with --trials).")
 @click.option("--latency", type=click.Choice(["p50", "p90"]), help="The latency objective (default p50).")
 @click.option("--max-accuracy-drop", type=float, help="Budget: task-metric points below PyTorch (needs --eval-data).")
 @click.option("--min-cosine", type=float, help="Budget: least cosine of the outputs vs PyTorch.")
@@ -109,7 +111,7 @@ def search(ctx: click.Context, model: str, **o: Any) -> None:
                         ray_address=o["ray_address"], trial_cpus=o["trial_cpus"], trial_gpus=o["trial_gpus"],
                         measure_on=o["measure_on"], resume=o["resume"], cache_dir=o["cache_dir"],
                         use_cache=not o["no_cache"], warmup=o["warmup"], iterations=o["iterations"],
-                        progress=_say(ctx))
+                        seed=o["seed"], progress=_say(ctx))
     if o["as_json"]:
         click.echo(json.dumps({"out_dir": str(result.out_dir), "knee": result.state["knee"],
                                "front": [{k: v for k, v in c.items() if k != "samples_ms"} for c in result.front]},

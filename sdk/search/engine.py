@@ -125,9 +125,10 @@ class RayEngine:
         import ray
 
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        return {"engine": self.name, "address": self.info.get("address"), "nodes": len(nodes),
-                "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes), "trial_cpus": self.trial_cpus,
-                "trial_gpus": self.trial_gpus, "measure_on": self.measure_on}
+        cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
+        return {"engine": self.name, "address": self.info.get("address"), "nodes": len(nodes), "cpus": cpus,
+                "trial_cpus": self.trial_cpus, "trial_gpus": self.trial_gpus, "measure_on": self.measure_on,
+                "parallel_trials": max(1, int(cpus // self.trial_cpus))}
 
     def _measure_options(self) -> dict[str, Any]:
         """A measurement holds a whole node: every CPU of the biggest node, or of the device node."""

@@ -61,8 +61,11 @@ def _md_table(rows: list[dict[str, str]]) -> str:
 def _summary(state: dict[str, Any]) -> list[str]:
     eng, cache = state.get("engine") or {}, state.get("cache") or {}
     knee = next((c for c in state.get("candidates") or [] if c["knee"]), None)
+    sampler = state.get("sampler") or {}
     lines = [f"{len(state.get('plan') or [])} trials on {eng.get('engine')}"
              + (f" ({eng.get('nodes')} nodes)" if eng.get("nodes") else "")
+             + (f", chosen from a grid of {sampler['grid_trials']} by Optuna's multi-objective TPE sampler "
+                f"(seed {sampler['seed']})" if sampler else "")
              + f", wall time {fmt(state.get('wall_time_s'), '.1f')} s; "
              f"{len(state.get('front') or [])} candidates on the front of {len(state.get('candidates') or [])}.",
              f"Stage cache: {cache.get('hits', 0)} stage computations reused ({fmt(cache.get('saved_s'), '.1f')} s "

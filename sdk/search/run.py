@@ -20,8 +20,9 @@ from typing import Any, Callable
 from edgesdk.errors import BudgetError, InputError
 from edgesdk.intake import ModelSource
 
-from .candidates import candidates_of, closest, mark_front
+from .candidates import candidates_of, closest, judge, mark_front
 from .engine import make_engine
+from .sampler import KIND, Score, TrialSampler, optuna_installed
 from .space import BACKEND_TARGETS, SearchSpace, Trial
 from .store import SearchStore
 from .trial import MeasureSpec, TrialJob, trial_id, trial_recipe
@@ -54,7 +55,7 @@ class Search:
                  engine: str = "auto", ray_address: str | None = None, trial_cpus: float = 1,
                  trial_gpus: float = 0, measure_on: str | None = None, resume: bool = False,
                  cache_dir: str | Path | None = None, use_cache: bool = True, warmup: int = 10, iterations: int = 100,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 seed: int = 0, progress: Callable[[str], None] | None = None) -> None:
         from edgesdk.recipe import Recipe
 
         self.source, self.space, self.out_dir = source, space, out_dir
@@ -63,35 +64,69 @@ class Search:
         self.engine_kind, self.ray_address, self.measure_on = engine, ray_address, measure_on
         self.trial_cpus, self.trial_gpus, self.resume = trial_cpus, trial_gpus, resume
         self.cache_dir, self.use_cache = cache_dir, use_cache
+        self.seed = seed  # of the sampler, when --trials is smaller than the grid
         self.spec = MeasureSpec(space.backends, space.threads, space.batches, warmup, iterations)
         self.say = progress or (lambda msg: log.info(msg))
 
     # -- the steps -----------------------------------------------------------------------------------------------
     def run(self) -> SearchResult:
-        plan = self.plan()
+        grid = self.plan()
         eval_n = self.check_inputs()
         store = SearchStore.open(self.out_dir, digest=self._digest(), resume=self.resume)
         engine = make_engine(self.engine_kind, address=self.ray_address, trial_cpus=self.trial_cpus,
                              trial_gpus=self.trial_gpus, measure_on=self.measure_on, say=self.say)
         cache = Path(self.cache_dir).absolute() if self.cache_dir else store.root / "cache"
         st = store.state
+        sampled = self.space.max_trials is not None and self.space.max_trials < len(grid)
+        by_id, by_trial = {entry[0]: entry for entry in grid}, {entry[1]: entry for entry in grid}
+        # a sampled search runs what it asked before (a resume) and asks more; a grid runs all of it
+        plan = [by_id[p["id"]] for p in st.get("plan") or [] if p["id"] in by_id] if sampled else grid
         st.update(space=self.space.to_dict(), base_recipe=self.base.to_dict(), engine=engine.describe(),
                   model={"ref": self.source.ref, "weights": self.source.weights, "inputs": list(self.source.inputs)},
-                  data={"calib": self.calib, "eval_data": self.eval_data, "eval_samples": eval_n},
-                  plan=[{"id": tid, "label": t.label} for tid, t, _ in plan], complete=False)
+                  data={"calib": self.calib, "eval_data": self.eval_data, "eval_samples": eval_n}, complete=False,
+                  sampler={"kind": KIND, "seed": self.seed, "grid_trials": len(grid),
+                           "trials": self.space.max_trials} if sampled else None)
+        done_before = sum(1 for tid, _, _ in plan if store.finished(tid))
+        self.say(f"search: {max(self.space.max_trials or 0, len(plan))} trials on "
+                 f"{engine.describe()['engine']}" + (f", chosen from a grid of {len(grid)} by Optuna's "
+                                                      f"multi-objective TPE sampler (seed {self.seed})"
+                                                      if sampled else "")
+                 + (f" ({done_before} finished before, kept)" if done_before else ""))
+        t0 = time.perf_counter()
+        self._run_trials(store, engine, plan, cache)
+        if sampled:
+            sampler = TrialSampler(self.space, seed=self.seed, budget=self.space.max_trials)
+            for tid, t, _ in plan:
+                sampler.tell(t, self._score(st, tid, t))
+            width = max(1, int(engine.describe().get("parallel_trials") or 1))
+            while len(plan) < self.space.max_trials:
+                asked = sampler.ask(min(width, self.space.max_trials - len(plan)), taken={t for _, t, _ in plan})
+                if not asked:
+                    break
+                new = [by_trial[t] for t in asked]
+                plan += new
+                self._run_trials(store, engine, new, cache)
+                for tid, t, _ in new:
+                    sampler.tell(t, self._score(st, tid, t))
+        st["wall_time_s"] = round(st.get("wall_time_s", 0) + time.perf_counter() - t0, 3)
+        return self.finish(store, plan, eval_n)
+
+    def _run_trials(self, store: SearchStore, engine: Any, entries: list[tuple[str, Trial, Any]],
+                    cache: Path) -> None:
+        """Run the entries not finished before on the engine, recording every event in search.json."""
+        st = store.state
+        known = {p["id"] for p in st.get("plan") or []}
+        st["plan"] = (st.get("plan") or []) + [{"id": tid, "label": t.label} for tid, t, _ in entries
+                                               if tid not in known]
         store.save()
         jobs, measure_only = [], []
-        for tid, t, recipe in plan:
+        for tid, t, recipe in entries:
             job = TrialJob(tid, t.label, self.source, recipe.to_dict(), str(store.trial_dir(tid)), self.calib,
                            self.eval_data, self.metric, str(cache) if self.use_cache else None,
                            str(store.root / "attempts"))
             if store.finished(tid):
                 continue
             (measure_only if store.compressed(tid) else jobs).append(job)
-        skipped = len(plan) - len(jobs) - len(measure_only)
-        self.say(f"search: {len(plan)} trials on {engine.describe()['engine']}"
-                 + (f" ({skipped} finished before, kept)" if skipped else ""))
-        t0 = time.perf_counter()
         for kind, job, value in engine.run(jobs, self.spec, measure_only):
             if kind == "compressed":
                 st["trials"][job.trial_id] = value
@@ -100,16 +135,33 @@ class Search:
             else:
                 st["measurements"][job.trial_id] = value
             store.save()
-        st["wall_time_s"] = round(st.get("wall_time_s", 0) + time.perf_counter() - t0, 3)
-        return self.finish(store, plan, eval_n)
+
+    def _score(self, st: dict[str, Any], tid: str, t: Trial) -> Score | None:
+        """What the sampler learns from a finished trial: its best candidate's objectives (None: it failed)."""
+        rec, meas = st["trials"].get(tid) or {}, st["measurements"].get(tid)
+        if rec.get("status") != "done" or meas is None or "error" in meas:
+            return None
+        cands = candidates_of(rec, t, meas)
+        if not cands:
+            return None
+        for c in cands:
+            judge(c, self.space)
+        lat = self.space.latency
+        best = min(cands, key=lambda c: (0 if c["feasible"] else len(c["reasons"]), c[lat]))
+        quality = best["accuracy"] if best["accuracy"] is not None else best["cosine"]
+        return Score((float(best[lat]), float(quality or 0.0), float(best["size_mb"])),
+                     violation=0 if best["feasible"] else len(best["reasons"]))
 
     def plan(self) -> list[tuple[str, Trial, Any]]:
-        """(id, trial, recipe) of every trial; an empty space or too many trials for --trials is an error."""
+        """(id, trial, recipe) of every trial of the grid; an empty space is an error, and so is a grid larger
+        than --trials when Optuna (which samples such a grid) is not installed."""
         trials = self.space.trials()
-        if self.space.max_trials is not None and len(trials) > self.space.max_trials:
-            raise InputError(f"the grid has {len(trials)} trials, more than --trials {self.space.max_trials}",
-                             expected=f"--trials >= {len(trials)}, or a smaller space",
-                             hint="fewer prune steps (--prune-steps), precisions or prune methods")
+        if self.space.max_trials is not None and len(trials) > self.space.max_trials and not optuna_installed():
+            raise InputError(f"the grid has {len(trials)} trials, more than --trials {self.space.max_trials}, "
+                             "and Optuna, which chooses a sample of them, is not installed",
+                             expected=f"--trials >= {len(trials)}, a smaller space, or Optuna",
+                             hint="pip install 'edgesdk[search]', or fewer prune steps (--prune-steps), "
+                                  "precisions or prune methods")
         out = []
         for t in trials:
             recipe = trial_recipe(self.base, t, self.space)

@@ -79,6 +79,41 @@ def test_a_front_point_of_a_trial_with_several_targets_reproduces_alone(search_f
         assert made[c["artifact"]] == c["sha256"]
 
 
+def test_trials_fewer_than_the_grid_are_sampled_seeded_and_resume_asks_more(searched, search_flags, tmp_path):
+    """--trials 2 of a 4-trial grid: Optuna picks 2 distinct grid trials (the same for the same seed); --resume
+    --trials 3 keeps both and runs one more. The stage cache of the grid search makes the trials cheap."""
+    grid_out, grid_st = searched
+    labels = {p["label"] for p in grid_st["plan"]}  # prune 0/0.5 x fp32/int8
+
+    def flags(out: Path, trials: str, *extra: str) -> list[str]:
+        return search_flags(out, "0,0.5", "fp32,int8", "onnxruntime", "--engine", "local", "--trials", trials,
+                            "--cache-dir", str(grid_out / "cache"), *extra)
+
+    out = tmp_path / "sampled"
+    res = CliRunner().invoke(main, flags(out, "2"))
+    assert res.exit_code == 0, res.output
+    assert "chosen from a grid of 4 by Optuna" in res.output
+    st = json.loads((out / "search.json").read_text())
+    assert st["sampler"] == {"kind": "optuna-tpe", "seed": 0, "grid_trials": 4, "trials": 2}
+    ids = [p["id"] for p in st["plan"]]
+    assert len(set(ids)) == 2 and {p["label"] for p in st["plan"]} <= labels
+    assert all(st["trials"][i]["status"] == "done" for i in ids) and st["complete"]
+    assert {c["trial"] for c in st["candidates"]} == set(ids) and st["front"]
+
+    res = CliRunner().invoke(main, flags(tmp_path / "again", "2"))
+    assert res.exit_code == 0, res.output
+    assert [p["id"] for p in json.loads((tmp_path / "again" / "search.json").read_text())["plan"]] == ids
+
+    before = _attempts(out)
+    res = CliRunner().invoke(main, [*flags(out, "3"), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert "2 finished before, kept" in res.output
+    st3 = json.loads((out / "search.json").read_text())
+    ids3 = [p["id"] for p in st3["plan"]]
+    assert ids3[:2] == ids and len(set(ids3)) == 3 and {p["label"] for p in st3["plan"]} <= labels
+    assert {k: v for k, v in _attempts(out).items() if k in ids} == before  # not run again
+
+
 def test_resume_runs_no_finished_trial_and_rejudges_with_new_budgets(searched, search_flags, tmp_path):
     out, st = searched
     copy = tmp_path / "copy"
@@ -103,7 +138,7 @@ def test_bad_input_is_refused_and_nothing_is_written(search_flags, tmp_path, dig
         (search_flags(tmp_path / "a", "0", "fp32", "onnxruntime", "--resume"), "no search"),
         (search_flags(tmp_path / "b", "0", "int9"), "unknown precision"),
         (search_flags(tmp_path / "c", "0.9:0.1"), "bad prune range"),
-        (search_flags(tmp_path / "d", "0,0.5", "fp32", "onnxruntime", "--trials", "1"), "more than --trials"),
+        (search_flags(tmp_path / "d", "0,0.5", "fp32", "onnxruntime", "--trials", "0"), "--trials must be at least 1"),
         ([a for a in search_flags(tmp_path / "e") if a not in ("--eval-data", str(digits_dir / "eval.npz"))]
          + ["--max-accuracy-drop", "1"], "needs labelled eval data"),
         ([a for a in search_flags(tmp_path / "f") if a not in ("--calib", str(digits_dir / "calib.npz"))],
