@@ -357,7 +357,7 @@ def export_onnx(model: Any, example_inputs: dict[str, Any], path: str | Path, *,
         proto, used = _match_opset(proto, info, model, args, names, out_names, axes, set(auto_axes), exporter)
     info.dynamic_axes = name_dims(proto, axes)
     if simplify:
-        proto = _simplify(proto, info)
+        proto = keep_provenance(proto, _simplify(proto, info))
         info.dynamic_axes = name_dims(proto, info.dynamic_axes)  # onnxslim may fold a dim the model fixes
     _check_fixed(info, axes, set(auto_axes))
     info.external_data = _param_bytes(model) > TWO_GB
@@ -420,6 +420,29 @@ def _check_fixed(info: ExportInfo, axes: Axes, auto: set[tuple[str, int]]) -> No
             if (n, a) in auto and a not in info.dynamic_axes.get(n, {}) and n in info.input_names:
                 info.warnings.append(f"{n}:{a} ({sym}) stays fixed: the model needs that size (a view, a Linear "
                                      "or a position table sized to it)")
+
+
+# what the torch exporter records per node and ``edgesdk debug`` maps tensors back to modules with (the module
+# path and the classes); not its stack trace, which holds this machine's absolute paths
+PROVENANCE_KEYS = ("pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy")
+
+
+def keep_provenance(before: Any, after: Any) -> Any:
+    """Put the exporter's provenance back on the nodes of ``after`` (a rewritten graph: onnxslim drops node
+    metadata) that produce a tensor of the same name as a node of ``before``; returns ``after``."""
+    src = {}
+    for n in before.graph.node:
+        props = [(p.key, p.value) for p in n.metadata_props if p.key in PROVENANCE_KEYS]
+        if props:
+            for out in n.output:
+                src[out] = props
+    for n in after.graph.node:
+        have = {p.key for p in n.metadata_props}
+        for key, value in next((src[o] for o in n.output if o in src), []):
+            if key not in have:
+                prop = n.metadata_props.add()
+                prop.key, prop.value = key, value
+    return after
 
 
 def _simplify(proto: Any, info: ExportInfo) -> Any:
