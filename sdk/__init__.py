@@ -27,7 +27,7 @@ def _compress(*args: Any, **kwargs: Any) -> Any:
 
 
 make_callable(compress.__name__, _compress)
-__all__ = ["compress", "search", "check", "EdgeSDKError", "Recipe", "__version__"]
+__all__ = ["compress", "search", "check", "debug", "EdgeSDKError", "Recipe", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -35,7 +35,7 @@ def __getattr__(name: str) -> Any:
         from .recipe import Recipe
 
         return Recipe
-    if name in ("search", "check"):  # packages that are verbs: edgesdk.search(...), edgesdk.check(...)
+    if name in ("search", "check", "debug"):  # packages that are verbs: edgesdk.search(...), edgesdk.check(...)
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

@@ -109,6 +109,7 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 from .check import check  # noqa: E402  (the command modules only need click and the API)
 from .compress import compress  # noqa: E402
+from .debug import debug as debug_cmd  # noqa: E402
 from .device import benchmark, doctor, inspect_cmd, run_cmd  # noqa: E402
 from .llm import generate  # noqa: E402
 from .report import report  # noqa: E402
@@ -116,7 +117,7 @@ from .search import search  # noqa: E402
 
 for _cmd, _name in ((compress, "compress"), (benchmark, "benchmark"), (run_cmd, "run"), (inspect_cmd, "inspect"),
                     (doctor, "doctor"), (report, "report"), (generate, "generate"), (search, "search"),
-                    (check, "check")):
+                    (check, "check"), (debug_cmd, "debug")):
     main.add_command(_cmd, _name)
 
 __all__ = ["main"]

@@ -1,0 +1,44 @@
+"""``edgesdk debug``: which layer of an artifact diverges from its reference, traced to the PyTorch module."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from edgesdk.errors import EdgeSDKError
+
+
+@click.command("debug")
+@click.argument("artifact", type=click.Path())
+@click.option("--against", metavar="OTHER.onnx",
+              help="The file to compare with (default: the artifact's parent in its directory's manifest).")
+@click.option("--data", type=click.Path(dir_okay=False),
+              help=".npz of inputs named like the model's (default: the directory's reference.npz).")
+@click.option("--max-batches", type=int, default=8, show_default=True, help="Input batches to run.")
+@click.option("--top", type=int, default=15, show_default=True, help="Layers shown in the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (every layer, worst first).")
+@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False), help="Write the JSON report to FILE.")
+@click.pass_context
+def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
+    """Run ARTIFACT (an ONNX file) and its reference on the same inputs with every intermediate tensor exposed,
+    match the tensors (and the PyTorch modules that made them), and rank the layers by the noise each adds:
+    cosine, SQNR, max error, SQNR lost against its inputs, own quantization noise; the first jump is named."""
+    from edgesdk.atomic import check_output_path, json_text, write_json
+    from edgesdk.debug import debug as run_debug, to_markdown
+
+    from .common import _save
+
+    try:
+        if o["out_file"]:
+            check_output_path(o["out_file"])
+        report = run_debug(artifact, against=o["against"], data=o["data"], max_batches=o["max_batches"])
+        data = report.to_dict()
+        if o["out_file"]:
+            _save(o["out_file"], lambda p: write_json(p, data))
+    except EdgeSDKError as e:
+        if ctx.find_root().obj.get("debug"):
+            raise
+        click.secho(f"error: {e.format()}", fg="red", err=True)
+        sys.exit(e.exit_code)
+    click.echo(json_text(data) if o["as_json"] else to_markdown(report, top=o["top"]))

@@ -1,0 +1,112 @@
+"""``edgesdk debug``: which layer made an artifact diverge. An artifact runs beside a reference on the same
+inputs with its intermediate tensors exposed; each tensor is matched to the reference's and to the PyTorch
+module that made it; per layer: cosine, SQNR, max abs/rel error, what it lost against its inputs, and (for a
+quantized activation) its own quantization noise. The report ranks the layers worst first and names the first
+layer where the divergence jumps.
+
+What runs today: ONNX artifacts on onnxruntime against another ONNX file (by default the artifact's parent in
+its directory, as the manifest records it: the FP32 export for an INT8 file), on the directory's reference
+inputs or ``data``; no PyTorch needed. TFLite, OpenVINO and ``against="pytorch"`` are refused with a clear
+error (not written yet).
+
+Example::
+
+    report = edgesdk.debug("out/model.int8.onnx")          # against out/model.onnx, the manifest's parent
+    report.first_jump.module, [l.module for l in report.layers[:3]]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesdk.errors import InputError
+from edgesdk.verb import make_callable
+
+from .layers import LayerDivergence, compare_onnx
+from .report import DebugReport, to_markdown
+
+__all__ = ["debug", "DebugReport", "LayerDivergence", "to_markdown", "JUMP_SHARE"]
+
+JUMP_SHARE = 0.1  # the first jump: the first layer (graph order) adding >= this share of the worst layer's noise
+_BATCHES = 8  # reference batches run by default (each a forward pass of both graphs)
+
+
+def _manifest(directory: Path) -> dict[str, Any] | None:
+    p = directory / "manifest.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _resolve(artifact: str | Path, against: str | Path | None) -> tuple[Path, Path, str]:
+    """(candidate file, reference file, how the reference was chosen)."""
+    path = Path(artifact)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory: name the artifact in it to debug",
+                         expected="an artifact file, e.g. DIR/model.int8.onnx",
+                         found=", ".join(sorted(p.name for p in path.glob("*.onnx"))) or "no .onnx file")
+    if not path.is_file():
+        raise InputError(f"artifact not found: {path}", expected="an existing artifact file")
+    if path.suffix.lower() != ".onnx":
+        raise InputError(f"edgesdk debug compares ONNX artifacts on onnxruntime for now: {path.name} is not one",
+                         expected="a .onnx artifact", found=path.suffix or "no suffix",
+                         hint="debug the ONNX artifact of the same stage (TFLite and OpenVINO are not done yet)")
+    if against is not None and str(against).lower() == "pytorch":
+        raise InputError("--against pytorch is not supported yet", expected="--against OTHER.onnx, or no "
+                         "--against (the artifact's parent in its directory)",
+                         hint="compare with the FP32 ONNX export, which parity already checks against PyTorch")
+    if against is not None:
+        ref = Path(against)
+        if not ref.is_file() or ref.suffix.lower() != ".onnx":
+            raise InputError(f"--against {ref}: not an ONNX file", expected="an existing .onnx file")
+        return path, ref, "given"
+    manifest = _manifest(path.parent)
+    entry = next((a for a in (manifest or {}).get("artifacts") or [] if a.get("path") == path.name), None)
+    parent = (entry or {}).get("parent")
+    if not parent or not parent.endswith(".onnx") or not (path.parent / parent).is_file():
+        found = ("no manifest.json beside it" if manifest is None else "no entry for it in manifest.json"
+                 if entry is None else f"its parent is {parent or 'none (it is the first export)'}")
+        raise InputError(f"{path.name} has no ONNX parent in its directory to compare with", found=found,
+                         hint="pass the file to compare with: --against OTHER.onnx")
+    return path, path.parent / parent, "parent in manifest.json"
+
+
+def _batches(path: Path, data: str | Path | None, max_batches: int) -> tuple[list[dict[str, np.ndarray]], str]:
+    from edgesdk.intake import load_npz
+    from edgesdk.reference import load_reference_set
+
+    if data is not None:
+        arrays = load_npz(data, what="debug data")
+        n = min(len(v) for v in arrays.values()) if arrays else 0
+        if not n:
+            raise InputError(f"{data} holds no samples", expected="arrays named like the model's inputs")
+        step = 16
+        out = [{k: v[i:i + step] for k, v in arrays.items()} for i in range(0, n, step)]
+        return out[:max_batches], f"{data} ({min(n, step * max_batches)} samples)"
+    ref = path.parent / "reference.npz"
+    if not ref.is_file():
+        raise InputError(f"no reference set beside {path.name}", expected=f"{ref}, or --data FILE.npz",
+                         hint="give inputs with --data FILE.npz (arrays named like the inputs)")
+    rs = load_reference_set(ref)
+    return rs.inputs[:max_batches], f"reference.npz ({min(len(rs.inputs), max_batches)} batches)"
+
+
+def debug(artifact: str | Path, *, against: str | Path | None = None, data: str | Path | None = None,
+          max_batches: int = _BATCHES) -> DebugReport:
+    """Compare ``artifact`` layer by layer with ``against`` (default: its parent in the artifact directory)."""
+    if max_batches < 1:
+        raise InputError("--max-batches must be at least 1", found=str(max_batches))
+    cand, ref, how = _resolve(artifact, against)
+    batches, inputs = _batches(cand, data, max_batches)
+    layers = compare_onnx(cand, ref, batches)
+    return DebugReport(artifact=str(cand), reference=str(ref), reference_choice=how, inputs=inputs,
+                       layers=layers, jump_share=JUMP_SHARE)
+
+
+make_callable(__name__, debug)  # edgesdk.debug(...) is the verb, as edgesdk.compress(...) is
