@@ -68,7 +68,6 @@ def _load(path: Path) -> Any:
                             hint="copy the artifact again, or re-run `edgesdk compress`") from None
 
 
-
 def _float_types() -> set[int]:
     import onnx
 
@@ -170,7 +169,8 @@ def compare_onnx(candidate: str | Path, reference: str | Path,
     ref_bytes, ref_names = expose(ref_p)
     cand_bytes, cand_names = expose(cand_p)
     key, before_q = _counterparts(cand_p, ref_names)
-    wanted = {t: key[t] for t in ref_names if key.get(t) in set(cand_names)}
+    exposed = set(cand_names)
+    wanted = {t: key[t] for t in ref_names if key.get(t) in exposed}
     if not wanted:
         raise ArtifactError(f"no tensor of {Path(candidate).name} matches one of {Path(reference).name}",
                             expected="two exports of the same model (e.g. an INT8 file and its FP32 parent)",
@@ -179,6 +179,7 @@ def compare_onnx(candidate: str | Path, reference: str | Path,
     feeds = {i.name for i in ref_s.get_inputs()}
     ref_out = [o.name for o in ref_s.get_outputs()]
     cand_out = [o.name for o in cand_s.get_outputs()]
+    cand_feeds = {i.name for i in cand_s.get_inputs()}
     stats = {t: _Stats() for t in wanted}
     local = {t: _Stats() for t in wanted if t in before_q and before_q[t] in cand_out}
     shapes: dict[str, list[int]] = {}
@@ -189,8 +190,7 @@ def compare_onnx(candidate: str | Path, reference: str | Path,
                              found=", ".join(sorted(batch)) or "nothing")
         feed = {k: v for k, v in batch.items() if k in feeds}
         r = dict(zip(ref_out, ref_s.run(ref_out, feed)))
-        c = dict(zip(cand_out, cand_s.run(cand_out, {k: v for k, v in batch.items()
-                                                      if k in {i.name for i in cand_s.get_inputs()}})))
+        c = dict(zip(cand_out, cand_s.run(cand_out, {k: v for k, v in batch.items() if k in cand_feeds})))
         for t, ct in wanted.items():
             if r[t].shape != c[ct].shape:
                 stats.pop(t, None)
@@ -204,7 +204,6 @@ def compare_onnx(candidate: str | Path, reference: str | Path,
     sqnr = {t: s.m.sqnr_db() for t, s in stats.items() if s.m.n}
     input_db = _input_sqnr(sqnr, producer)
     cand_node = {o: n for n in cand_p.graph.node for o in n.output}
-    cand_op = {o: n.op_type for o, n in cand_node.items()}
     out: list[LayerDivergence] = []
     for t in sorted(sqnr, key=lambda t: producer[t][0]):
         order, node = producer[t]
@@ -217,7 +216,8 @@ def compare_onnx(candidate: str | Path, reference: str | Path,
             module, cls = provenance(node)
         # the tensor before QuantizeLinear is the same quantity as the reference's only when the same op made it
         # (onnxruntime's quantizer drops a Relu after a Conv: the Conv's output is pre-activation, Q clips it)
-        loc = local.get(t) if cand_op.get(before_q.get(t, "")) == node.op_type else None
+        made_by = cand_node.get(before_q.get(t, ""))
+        loc = local.get(t) if made_by is not None and made_by.op_type == node.op_type else None
         out.append(LayerDivergence(
             tensor=t, op=node.op_type, node=node.name, module=module, module_class=cls, order=order,
             shape=shapes[t], cosine=round(s.m.cosine(), 6), sqnr_db=round(sqnr[t], 2),
