@@ -18,14 +18,16 @@ from edgesdk.errors import EdgeSDKError
 @click.option("--max-batches", type=int, default=8, show_default=True, help="Input batches to run.")
 @click.option("--top", type=int, default=15, show_default=True, help="Layers shown in the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (every layer, worst first).")
-@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False), help="Write the JSON report to FILE.")
+@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False),
+              help="Write the report to FILE: .html (the per-layer chart and the module tree), .md, else JSON.")
 @click.pass_context
 def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
     """Run ARTIFACT (an ONNX file) and its reference on the same inputs with every intermediate tensor exposed,
     match the tensors (and the PyTorch modules that made them), and rank the layers by the noise each adds:
     cosine, SQNR, max error, SQNR lost against its inputs, own quantization noise; the first jump is named."""
-    from edgesdk.atomic import check_output_path, json_text, write_json
+    from edgesdk.atomic import check_output_path, json_text, write_json, write_text
     from edgesdk.debug import debug as run_debug, to_markdown
+    from edgesdk.debug.html import to_html
 
     from .common import _save
 
@@ -35,7 +37,10 @@ def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
         report = run_debug(artifact, against=o["against"], data=o["data"], max_batches=o["max_batches"])
         data = report.to_dict()
         if o["out_file"]:
-            _save(o["out_file"], lambda p: write_json(p, data))
+            suffix = o["out_file"].lower().rsplit(".", 1)[-1]
+            view = {"html": to_html, "htm": to_html, "md": lambda r: to_markdown(r, top=len(r.layers))}.get(suffix)
+            _save(o["out_file"], (lambda p: write_json(p, data)) if view is None else
+                  (lambda p: write_text(p, view(report))))
     except EdgeSDKError as e:
         if ctx.find_root().obj.get("debug"):
             raise

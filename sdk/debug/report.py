@@ -1,7 +1,8 @@
-"""The debug report: the layers ranked worst first, the first jump, JSON and Markdown views."""
+"""The debug report: the layers ranked worst first, the first jump, the noise summed over the PyTorch module
+tree, JSON and Markdown views (HTML: :mod:`edgesdk.debug.html`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgesdk.parity import SQNR_CAP_DB
@@ -31,6 +32,10 @@ class DebugReport:
             return None
         return next(d for d in self.in_graph_order if d.added_noise >= self.jump_share * worst)
 
+    @property
+    def modules(self) -> list["ModuleNoise"]:
+        return module_tree(self.layers)
+
     def to_dict(self) -> dict[str, Any]:
         jump = self.first_jump
         return {"artifact": self.artifact, "reference": self.reference, "reference_choice": self.reference_choice,
@@ -39,13 +44,74 @@ class DebugReport:
                 "rule": {"ranked_by": "added_noise (relative noise power added by the layer)",
                          "first_jump": f"first layer in graph order adding >= {self.jump_share:g} of the worst "
                                        "layer's added noise"},
+                "modules": [asdict(m) for m in self.modules],
                 "layers": [d.to_dict() for d in self.layers]}
 
 
-def _where(d: LayerDivergence) -> str:
+NO_MODULE = "(no module recorded)"
+TOP_LEVEL = "(top level)"
+
+
+@dataclass
+class ModuleNoise:
+    """One module of the PyTorch module tree: the layers it (and its children) made, and their noise."""
+
+    module: str  # dotted path; TOP_LEVEL for the model itself, NO_MODULE for layers without provenance
+    depth: int  # 0 for a top-level child of the model
+    layers: int
+    worst_sqnr_db: float
+    worst_tensor: str
+    added_noise: float  # summed over its layers
+    noise_share: float  # of the noise all matched layers add (0..1)
+
+
+def module_of(d: LayerDivergence) -> str:
+    return NO_MODULE if d.module is None else (d.module or TOP_LEVEL)
+
+
+def module_tree(layers: list[LayerDivergence]) -> list[ModuleNoise]:
+    """Every module that made a matched layer, and each of its ancestors, depth first in graph order (a parent
+    before its children, siblings in the order their first layer runs)."""
+    total = sum(d.added_noise for d in layers)
+    members: dict[str, list[LayerDivergence]] = {}
+    for d in sorted(layers, key=lambda d: d.order):
+        name = module_of(d)
+        parts = name.split(".") if name not in (NO_MODULE, TOP_LEVEL) else [name]
+        for i in range(1, len(parts) + 1):
+            members.setdefault(".".join(parts[:i]), []).append(d)
+    children: dict[str, list[str]] = {}
+    for path in members:  # insertion order is graph order of each path's first layer
+        children.setdefault(path.rpartition(".")[0] if "." in path else "", []).append(path)
+    out: list[ModuleNoise] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for path in children.get(parent, []):
+            ds = members[path]
+            worst = min(ds, key=lambda d: d.sqnr_db)
+            noise = sum(d.added_noise for d in ds)
+            out.append(ModuleNoise(module=path, depth=depth, layers=len(ds), worst_sqnr_db=worst.sqnr_db,
+                                   worst_tensor=worst.tensor, added_noise=noise,
+                                   noise_share=round(noise / total, 4) if total > 0 else 0.0))
+            walk(path, depth + 1)
+
+    walk("", 0)
+    return out
+
+
+def where(d: LayerDivergence, quote: str = "`") -> str:
+    """The layer's module and class for a reader, e.g. ``block.1 (Conv2d)``; the node when it has no module."""
     if d.module is None:
-        return f"`{d.node}` (no module recorded)"
-    return f"`{d.module or '(top level)'}`" + (f" ({d.module_class.rsplit('.', 1)[-1]})" if d.module_class else "")
+        return f"{quote}{d.node}{quote} ({NO_MODULE[1:-1]})"
+    cls = f" ({d.module_class.rsplit('.', 1)[-1]})" if d.module_class else ""
+    return f"{quote}{d.module or TOP_LEVEL}{quote}{cls}"
+
+
+def layer_cells(d: LayerDivergence) -> dict[str, str]:
+    """A layer's figures as display strings, for the Markdown and HTML tables."""
+    return {"cosine": f"{d.cosine:.5f}", "SQNR dB": f"{d.sqnr_db:.1f}",
+            "lost dB": "all (exact inputs)" if d.input_sqnr_db >= SQNR_CAP_DB else f"{d.jump_db:.1f}",
+            "own quant. SQNR dB": "-" if d.local_sqnr_db is None else f"{d.local_sqnr_db:.1f}",
+            "max abs err": f"{d.max_abs_err:.3g}"}
 
 
 def to_markdown(report: DebugReport, top: int = 15) -> str:
@@ -54,17 +120,20 @@ def to_markdown(report: DebugReport, top: int = 15) -> str:
              f"Against {report.reference} ({report.reference_choice}), on {report.inputs}; "
              f"{len(report.layers)} layers matched.", ""]
     if jump is not None:
-        lines += [f"**First jump: {_where(jump)}**, {jump.op} -> `{jump.tensor}`: SQNR {jump.sqnr_db:.1f} dB "
+        lines += [f"**First jump: {where(jump)}**, {jump.op} -> `{jump.tensor}`: SQNR {jump.sqnr_db:.1f} dB "
                   f"after {jump.input_sqnr_db:.1f} dB at its inputs (cosine {jump.cosine:.5f}).", ""]
     else:
         lines += ["No layer adds noise: the two graphs agree.", ""]
-    lines += ["| rank | module | op | tensor | cosine | SQNR dB | lost dB | own quant. SQNR dB | max abs err |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    cols = ["cosine", "SQNR dB", "lost dB", "own quant. SQNR dB", "max abs err"]
+    lines += ["| rank | module | op | tensor | " + " | ".join(cols) + " |", "|---" * (4 + len(cols)) + "|"]
     for i, d in enumerate(report.layers[:top], 1):
-        own = "-" if d.local_sqnr_db is None else f"{d.local_sqnr_db:.1f}"
-        lost = "all (exact inputs)" if d.input_sqnr_db >= SQNR_CAP_DB else f"{d.jump_db:.1f}"
-        lines.append(f"| {i} | {_where(d)} | {d.op} | `{d.tensor}` | {d.cosine:.5f} | {d.sqnr_db:.1f} | "
-                     f"{lost} | {own} | {d.max_abs_err:.3g} |")
+        cells = layer_cells(d)
+        lines.append(f"| {i} | {where(d)} | {d.op} | `{d.tensor}` | " + " | ".join(cells[c] for c in cols) + " |")
+    tops = [m for m in report.modules if m.depth == 0]
+    if tops:
+        lines += ["", "Noise added, by top-level module: " + ", ".join(
+            f"`{m.module}` {100 * m.noise_share:.0f}% ({m.layers} layer{'s' if m.layers != 1 else ''})"
+            for m in sorted(tops, key=lambda m: -m.added_noise)) + "."]
     if len(report.layers) > top:
         lines.append(f"\n{len(report.layers) - top} more layers in the JSON report (-o FILE.json).")
     return "\n".join(lines) + "\n"

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from click.testing import CliRunner
 from edgesdk.cli import main
 from edgesdk.report import CSV_COLUMNS, load_report, to_csv, write_report_views
 from edgesdk.report.html_view import to_html
+from tests.browser import CHROMIUM, colour_stats as _colour_stats, read_png as _read_png, screenshot as _screenshot
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 
 
 def invoke(*args: object):
@@ -96,33 +95,6 @@ def test_html_without_matplotlib_still_renders(report, monkeypatch):
     assert "<svg" not in page
     assert "pip install 'edgesdk[report]'" in html.unescape(page)
     assert "model.int8.onnx" in page and "<table>" in page
-
-
-def _screenshot(chromium: str, page: Path, png: Path, tmp: Path) -> None:
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp / ('profile-' + png.stem)}", f"--screenshot={png}", "--window-size=1280,2000",
-           page.as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert png.is_file() and png.stat().st_size > 0, f"chromium wrote no screenshot:\n{proc.stderr[-2000:]}"
-
-
-def _read_png(png: Path) -> "object":
-    """The screenshot as an RGB uint8 array."""
-    import numpy as np
-    from matplotlib.image import imread
-
-    img = imread(png)
-    return (img[..., :3] * 255).round().astype(np.uint8) if img.dtype != np.uint8 else img[..., :3]
-
-
-def _colour_stats(rgb: "object") -> tuple[int, int]:
-    """(distinct colours, saturated pixels: max - min channel > 60, i.e. not grey/black/white text)."""
-    import numpy as np
-
-    flat = np.asarray(rgb).reshape(-1, 3).astype(np.int32)
-    distinct = len(np.unique(flat @ np.array([65536, 256, 1], dtype=np.int32)))
-    return distinct, int((flat.max(axis=1) - flat.min(axis=1) > 60).sum())
 
 
 @pytest.mark.slow
