@@ -11,8 +11,13 @@ from edgesdk.errors import EdgeSDKError
 
 @click.command("debug")
 @click.argument("artifact", type=click.Path())
-@click.option("--against", metavar="OTHER.onnx",
-              help="The file to compare with (default: the artifact's parent in its directory's manifest).")
+@click.option("--against", metavar="OTHER.onnx|pytorch",
+              help="The file to compare with (default: the artifact's parent in its directory's manifest), or "
+                   "pytorch: the model's module outputs through forward hooks (needs --model).")
+@click.option("--model", "model_ref", metavar="FILE.py:factory",
+              help="With --against pytorch: the model, as given to compress (a pruned model in the directory is "
+                   "loaded onto it).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="With --model: .safetensors or a .pt/.pth state dict.")
 @click.option("--data", type=click.Path(dir_okay=False),
               help=".npz of inputs named like the model's (default: the directory's reference.npz).")
 @click.option("--max-batches", type=int, default=8, show_default=True, help="Input batches to run.")
@@ -34,7 +39,8 @@ def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
     try:
         if o["out_file"]:
             check_output_path(o["out_file"])
-        report = run_debug(artifact, against=o["against"], data=o["data"], max_batches=o["max_batches"])
+        report = run_debug(artifact, against=o["against"], data=o["data"], max_batches=o["max_batches"],
+                           model=o["model_ref"], weights=o["weights"])
         data = report.to_dict()
         if o["out_file"]:
             suffix = o["out_file"].lower().rsplit(".", 1)[-1]

@@ -5,14 +5,16 @@ quantized activation) its own quantization noise. The report ranks the layers wo
 layer where the divergence jumps.
 
 What runs today: ONNX artifacts on onnxruntime against another ONNX file (by default the artifact's parent in
-its directory, as the manifest records it: the FP32 export for an INT8 file), on the directory's reference
-inputs or ``data``; no PyTorch needed. TFLite, OpenVINO and ``against="pytorch"`` are refused with a clear
-error (not written yet).
+its directory, as the manifest records it: the FP32 export for an INT8 file; no PyTorch needed), or against
+PyTorch (``against="pytorch"`` with ``model``: every module's output through forward hooks, see
+:mod:`edgesdk.debug.torch_ref`), on the directory's reference inputs or ``data``. TFLite and OpenVINO are
+refused with a clear error (not written yet).
 
 Example::
 
     report = edgesdk.debug("out/model.int8.onnx")          # against out/model.onnx, the manifest's parent
     report.first_jump.module, [l.module for l in report.layers[:3]]
+    report = edgesdk.debug("out/model.onnx", against="pytorch", model="model.py:build", weights="w.safetensors")
 """
 from __future__ import annotations
 
@@ -44,8 +46,7 @@ def _manifest(directory: Path) -> dict[str, Any] | None:
         return None
 
 
-def _resolve(artifact: str | Path, against: str | Path | None) -> tuple[Path, Path, str]:
-    """(candidate file, reference file, how the reference was chosen)."""
+def _candidate(artifact: str | Path) -> Path:
     path = Path(artifact)
     if path.is_dir():
         raise InputError(f"{path} is a directory: name the artifact in it to debug",
@@ -57,15 +58,16 @@ def _resolve(artifact: str | Path, against: str | Path | None) -> tuple[Path, Pa
         raise InputError(f"edgesdk debug compares ONNX artifacts on onnxruntime for now: {path.name} is not one",
                          expected="a .onnx artifact", found=path.suffix or "no suffix",
                          hint="debug the ONNX artifact of the same stage (TFLite and OpenVINO are not done yet)")
-    if against is not None and str(against).lower() == "pytorch":
-        raise InputError("--against pytorch is not supported yet", expected="--against OTHER.onnx, or no "
-                         "--against (the artifact's parent in its directory)",
-                         hint="compare with the FP32 ONNX export, which parity already checks against PyTorch")
+    return path
+
+
+def _resolve(path: Path, against: str | Path | None) -> tuple[Path, str]:
+    """(reference file, how it was chosen) for an ONNX reference."""
     if against is not None:
         ref = Path(against)
         if not ref.is_file() or ref.suffix.lower() != ".onnx":
-            raise InputError(f"--against {ref}: not an ONNX file", expected="an existing .onnx file")
-        return path, ref, "given"
+            raise InputError(f"--against {ref}: not an ONNX file", expected="an existing .onnx file, or pytorch")
+        return ref, "given"
     manifest = _manifest(path.parent)
     entry = next((a for a in (manifest or {}).get("artifacts") or [] if a.get("path") == path.name), None)
     parent = (entry or {}).get("parent")
@@ -73,8 +75,34 @@ def _resolve(artifact: str | Path, against: str | Path | None) -> tuple[Path, Pa
         found = ("no manifest.json beside it" if manifest is None else "no entry for it in manifest.json"
                  if entry is None else f"its parent is {parent or 'none (it is the first export)'}")
         raise InputError(f"{path.name} has no ONNX parent in its directory to compare with", found=found,
-                         hint="pass the file to compare with: --against OTHER.onnx")
-    return path, path.parent / parent, "parent in manifest.json"
+                         hint="pass the file to compare with: --against OTHER.onnx, or --against pytorch "
+                              "--model FILE.py:factory")
+    return path.parent / parent, "parent in manifest.json"
+
+
+def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: Any,
+                     weights: str | None) -> tuple[list[LayerDivergence], str, str, dict[str, str]]:
+    """(layers, reference, how it was chosen, unmatched modules) with PyTorch's module outputs as reference."""
+    from .layers import _load, compare, expose
+    from .torch_ref import TorchReference, build_reference_model, lineage
+
+    bridge, pruned = lineage(cand.parent, _manifest(cand.parent), cand.name)
+    if pruned is not None and not all(Path(f"{pruned}{ext}").is_file() for ext in (".json", ".safetensors")):
+        raise InputError(f"the pruned model {pruned.name} that {cand.name} descends from is not in its directory",
+                         expected=f"{pruned.name}.safetensors and {pruned.name}.json beside the artifact",
+                         hint="copy the whole artifact directory")
+    net = build_reference_model(model, weights, pruned)
+    bridge = bridge if bridge is not None and bridge.is_file() else cand
+    bridge_p = _load(bridge)
+    _bytes, names = expose(bridge_p)
+    ref = TorchReference(net, bridge_p, names)
+    ref(batches[0])  # matches the modules to the bridge's tensors
+    matched = [t for t in names if t in ref.modules]
+    layers = compare(_load(cand), bridge_p, matched, batches, ref, what="PyTorch's module outputs",
+                     modules=ref.modules)
+    via = f"forward hooks{', pruned as ' + pruned.name if pruned else ''}; modules matched through {bridge.name}"
+    label = model if isinstance(model, str) else type(model).__name__
+    return layers, f"pytorch ({label})", via, ref.unmatched
 
 
 def _batches(path: Path, data: str | Path | None, max_batches: int) -> tuple[list[dict[str, np.ndarray]], str]:
@@ -98,11 +126,21 @@ def _batches(path: Path, data: str | Path | None, max_batches: int) -> tuple[lis
 
 
 def debug(artifact: str | Path, *, against: str | Path | None = None, data: str | Path | None = None,
-          max_batches: int = _BATCHES) -> DebugReport:
-    """Compare ``artifact`` layer by layer with ``against`` (default: its parent in the artifact directory)."""
+          max_batches: int = _BATCHES, model: Any = None, weights: str | None = None) -> DebugReport:
+    """Compare ``artifact`` layer by layer with ``against``: another ONNX file, ``"pytorch"`` (with ``model``:
+    an ``nn.Module`` or ``"file.py:factory"``, and ``weights``), or by default its parent in the directory."""
     if max_batches < 1:
         raise InputError("--max-batches must be at least 1", found=str(max_batches))
-    cand, ref, how = _resolve(artifact, against)
+    cand = _candidate(artifact)
+    if against is not None and str(against).lower() == "pytorch":
+        batches, inputs = _batches(cand, data, max_batches)
+        layers, ref, how, unmatched = _against_pytorch(cand, batches, model, weights)
+        return DebugReport(artifact=str(cand), reference=ref, reference_choice=how, inputs=inputs, layers=layers,
+                           jump_share=JUMP_SHARE, unmatched=unmatched)
+    if model is not None or weights is not None:
+        raise InputError("--model/--weights are for --against pytorch", found=f"--against {against or '(parent)'}",
+                         hint="add --against pytorch, or leave out --model and --weights")
+    ref, how = _resolve(cand, against)
     batches, inputs = _batches(cand, data, max_batches)
     layers = compare_onnx(cand, ref, batches)
     return DebugReport(artifact=str(cand), reference=str(ref), reference_choice=how, inputs=inputs,

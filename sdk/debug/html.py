@@ -16,7 +16,7 @@ from edgesdk.parity import SQNR_CAP_DB
 from edgesdk.report.charts import CHARTS_HINT, esc, figure_html, matplotlib_figure, svg_of
 from edgesdk.report.html_view import html_table, page
 
-from .report import DebugReport, layer_cells, module_of, where
+from .report import DebugReport, agreement, layer_cells, module_of, unmatched_by_reason, where
 
 _MAX_TICKS = 80  # x labels beyond this many layers are thinned to every k-th
 
@@ -93,7 +93,11 @@ def to_html(report: DebugReport) -> str:
                     f"<code>{esc(jump.tensor)}</code>: SQNR {jump.sqnr_db:.1f} dB after {jump.input_sqnr_db:.1f} dB "
                     f"at its inputs (cosine {jump.cosine:.5f}).</p>")
     else:
-        summary += "<p>No layer adds noise: the two graphs agree.</p>"
+        summary += f"<p>{esc(agreement(report))}</p>"
+    if report.unmatched:
+        summary += (f"<p>{len(report.unmatched)} PyTorch modules not matched:</p><ul>" + "".join(
+            f"<li>{esc(why)}: {esc(', '.join(paths))}</li>" for why, paths in unmatched_by_reason(report).items())
+            + "</ul>")
     figure_cls = matplotlib_figure()
     if figure_cls is None:
         chart = f"<p class=\"note\">The per-layer chart needs matplotlib: <code>{esc(CHARTS_HINT)}</code></p>"

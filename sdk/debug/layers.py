@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -164,40 +164,57 @@ def compare_onnx(candidate: str | Path, reference: str | Path,
     """Every matched layer of ``candidate`` against ``reference`` over ``batches`` (dicts of graph inputs),
     ranked worst first (most added noise)."""
     cand_p, ref_p = _load(Path(candidate)), _load(Path(reference))
+    ref_bytes, ref_names = expose(ref_p)
+    ref_s = _session(ref_bytes)
+    feeds = {i.name for i in ref_s.get_inputs()}
+    ref_out = [o.name for o in ref_s.get_outputs()]
+
+    def run_reference(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(ref_out, ref_s.run(ref_out, _feed(batch, feeds))))
+
+    return compare(cand_p, ref_p, ref_names, batches, run_reference, what=Path(reference).name)
+
+
+def _feed(batch: Mapping[str, np.ndarray], names: set[str]) -> dict[str, np.ndarray]:
+    missing = names - set(batch)
+    if missing:
+        raise InputError("the input data lacks an input of the model", expected=", ".join(sorted(names)),
+                         found=", ".join(sorted(batch)) or "nothing")
+    return {k: v for k, v in batch.items() if k in names}
+
+
+def compare(cand_p: Any, ref_p: Any, ref_names: list[str], batches: list[Mapping[str, np.ndarray]],
+            run_reference: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]], *, what: str,
+            modules: Mapping[str, tuple[str, str]] | None = None) -> list[LayerDivergence]:
+    """The candidate graph ``cand_p`` against a reference graph ``ref_p`` whose tensors ``ref_names`` (graph
+    order) ``run_reference(batch)`` gives values for (another ONNX file run on onnxruntime, or PyTorch's module
+    outputs matched to them); ``modules`` names the module of a reference tensor (else the provenance does)."""
     if not batches:
         raise InputError("no input batches to run", expected="a reference set or --data with samples")
-    ref_bytes, ref_names = expose(ref_p)
     cand_bytes, cand_names = expose(cand_p)
     key, before_q = _counterparts(cand_p, ref_names)
     exposed = set(cand_names)
     wanted = {t: key[t] for t in ref_names if key.get(t) in exposed}
     if not wanted:
-        raise ArtifactError(f"no tensor of {Path(candidate).name} matches one of {Path(reference).name}",
+        raise ArtifactError(f"no tensor of the candidate matches one of {what}",
                             expected="two exports of the same model (e.g. an INT8 file and its FP32 parent)",
                             hint="compare an artifact with the file it was made from (--against)")
-    ref_s, cand_s = _session(ref_bytes), _session(cand_bytes)
-    feeds = {i.name for i in ref_s.get_inputs()}
-    ref_out = [o.name for o in ref_s.get_outputs()]
+    cand_s = _session(cand_bytes)
     cand_out = [o.name for o in cand_s.get_outputs()]
     cand_feeds = {i.name for i in cand_s.get_inputs()}
     stats = {t: _Stats() for t in wanted}
     local = {t: _Stats() for t in wanted if t in before_q and before_q[t] in cand_out}
     shapes: dict[str, list[int]] = {}
     for batch in batches:
-        missing = feeds - set(batch)
-        if missing:
-            raise InputError("the input data lacks an input of the model", expected=", ".join(sorted(feeds)),
-                             found=", ".join(sorted(batch)) or "nothing")
-        feed = {k: v for k, v in batch.items() if k in feeds}
-        r = dict(zip(ref_out, ref_s.run(ref_out, feed)))
-        c = dict(zip(cand_out, cand_s.run(cand_out, {k: v for k, v in batch.items() if k in cand_feeds})))
+        r = run_reference(batch)
+        c = dict(zip(cand_out, cand_s.run(cand_out, _feed(batch, cand_feeds))))
         for t, ct in wanted.items():
-            if r[t].shape != c[ct].shape:
+            if t not in r or np.shape(r[t]) != c[ct].shape:
                 stats.pop(t, None)
                 continue
             if t in stats:
                 stats[t].add(r[t], c[ct])
-                shapes[t] = list(r[t].shape)
+                shapes[t] = list(np.shape(r[t]))
             if t in local:
                 local[t].add(c[before_q[t]], c[ct])
     producer = {o: (i, n) for i, n in enumerate(ref_p.graph.node) for o in n.output}
@@ -209,11 +226,14 @@ def compare_onnx(candidate: str | Path, reference: str | Path,
         order, node = producer[t]
         in_db = input_db(node)
         s = stats[t]
-        # the node that computes the tensor in the candidate names the module best (a Relu the quantizer folded
-        # into its Conv leaves the Conv's provenance); the reference's producer otherwise
-        module, cls = provenance(cand_node[before_q[t]]) if before_q.get(t) in cand_node else (None, None)
-        if module is None:
-            module, cls = provenance(node)
+        if modules is not None:
+            module, cls = modules[t]
+        else:
+            # the node that computes the tensor in the candidate names the module best (a Relu the quantizer
+            # folded into its Conv leaves the Conv's provenance); the reference's producer otherwise
+            module, cls = provenance(cand_node[before_q[t]]) if before_q.get(t) in cand_node else (None, None)
+            if module is None:
+                module, cls = provenance(node)
         # the tensor before QuantizeLinear is the same quantity as the reference's only when the same op made it
         # (onnxruntime's quantizer drops a Relu after a Conv: the Conv's output is pre-activation, Q clips it)
         made_by = cand_node.get(before_q.get(t, ""))

@@ -18,17 +18,23 @@ class DebugReport:
     inputs: str
     layers: list[LayerDivergence] = field(default_factory=list)  # worst first
     jump_share: float = 0.1
+    unmatched: dict[str, str] = field(default_factory=dict)  # PyTorch modules without a tensor, and why
 
     @property
     def in_graph_order(self) -> list[LayerDivergence]:
         return sorted(self.layers, key=lambda d: d.order)
 
     @property
+    def agree(self) -> bool:
+        """Every layer within float rounding of the reference (no divergence to trace)."""
+        return all(d.sqnr_db >= FLOAT_AGREEMENT_DB for d in self.layers)
+
+    @property
     def first_jump(self) -> LayerDivergence | None:
         """The first layer in graph order that adds at least ``jump_share`` of the noise the worst layer adds:
         where the divergence starts (later layers mostly carry it on)."""
         worst = self.layers[0].added_noise if self.layers else 0.0
-        if worst <= 0:
+        if worst <= 0 or self.agree:
             return None
         return next(d for d in self.in_graph_order if d.added_noise >= self.jump_share * worst)
 
@@ -44,11 +50,12 @@ class DebugReport:
                 "rule": {"ranked_by": "added_noise (relative noise power added by the layer)",
                          "first_jump": f"first layer in graph order adding >= {self.jump_share:g} of the worst "
                                        "layer's added noise"},
-                "modules": [asdict(m) for m in self.modules],
+                "modules": [asdict(m) for m in self.modules], "unmatched_modules": self.unmatched,
                 "layers": [d.to_dict() for d in self.layers]}
 
 
 NO_MODULE = "(no module recorded)"
+FLOAT_AGREEMENT_DB = 90.0  # every layer at least this SQNR: the graphs agree to float32 rounding (no first jump)
 TOP_LEVEL = "(top level)"
 
 
@@ -114,6 +121,23 @@ def layer_cells(d: LayerDivergence) -> dict[str, str]:
             "max abs err": f"{d.max_abs_err:.3g}"}
 
 
+def agreement(report: DebugReport) -> str:
+    """The sentence for a report without a first jump."""
+    if not report.layers:
+        return "No layer was matched."
+    if report.agree:
+        return (f"Every layer agrees within float rounding (SQNR at least {FLOAT_AGREEMENT_DB:.0f} dB; the lowest "
+                f"{min(d.sqnr_db for d in report.layers):.1f} dB): nothing diverges.")
+    return "No layer adds noise: the two graphs agree."
+
+
+def unmatched_by_reason(report: DebugReport) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for path, why in report.unmatched.items():
+        out.setdefault(why, []).append(path)
+    return out
+
+
 def to_markdown(report: DebugReport, top: int = 15) -> str:
     jump = report.first_jump
     lines = [f"# edgesdk debug: {report.artifact}", "",
@@ -123,7 +147,7 @@ def to_markdown(report: DebugReport, top: int = 15) -> str:
         lines += [f"**First jump: {where(jump)}**, {jump.op} -> `{jump.tensor}`: SQNR {jump.sqnr_db:.1f} dB "
                   f"after {jump.input_sqnr_db:.1f} dB at its inputs (cosine {jump.cosine:.5f}).", ""]
     else:
-        lines += ["No layer adds noise: the two graphs agree.", ""]
+        lines += [agreement(report), ""]
     cols = ["cosine", "SQNR dB", "lost dB", "own quant. SQNR dB", "max abs err"]
     lines += ["| rank | module | op | tensor | " + " | ".join(cols) + " |", "|---" * (4 + len(cols)) + "|"]
     for i, d in enumerate(report.layers[:top], 1):
@@ -134,6 +158,11 @@ def to_markdown(report: DebugReport, top: int = 15) -> str:
         lines += ["", "Noise added, by top-level module: " + ", ".join(
             f"`{m.module}` {100 * m.noise_share:.0f}% ({m.layers} layer{'s' if m.layers != 1 else ''})"
             for m in sorted(tops, key=lambda m: -m.added_noise)) + "."]
+    if report.unmatched:
+        lines += ["", f"{len(report.unmatched)} PyTorch modules not matched:"]
+        for why, paths in unmatched_by_reason(report).items():
+            lines.append(f"- {why}: " + ", ".join(f"`{p}`" for p in paths[:12])
+                         + (f" and {len(paths) - 12} more" if len(paths) > 12 else ""))
     if len(report.layers) > top:
         lines.append(f"\n{len(report.layers) - top} more layers in the JSON report (-o FILE.json).")
     return "\n".join(lines) + "\n"

@@ -87,7 +87,6 @@ def test_bad_input_is_refused_without_a_traceback_or_a_file(digits_artifacts, tm
         ([str(tmp_path / "model.tflite")], "compares ONNX artifacts"),
         ([str(digits_artifacts / "model.onnx")], "no ONNX parent"),
         ([str(tmp_path / "lone.onnx")], "no ONNX parent"),
-        ([art, "--against", "pytorch"], "not supported yet"),
         ([art, "--against", str(tmp_path / "broken.onnx")], "not a readable ONNX model"),
         ([art, "--max-batches", "0"], "at least 1"),
         ([art, "--data", str(tmp_path / "model.tflite")], "not an .npz"),
