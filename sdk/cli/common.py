@@ -86,3 +86,20 @@ def _emit_report(report: dict[str, Any], as_json: bool) -> None:
     from edgesdk.report import to_markdown
 
     click.echo(json_text(report) if as_json else to_markdown(report))
+
+
+def parse_backend_options(items: tuple[str, ...]) -> dict[str, Any]:
+    """``("precision=bf16", "threads=2", "cuda_graph=true")`` -> {"precision": "bf16", "threads": 2,
+    "cuda_graph": True}: integers and true/false are typed, the rest kept as text (the backend checks them)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"bad backend option {item!r}", expected="KEY=VALUE, e.g. -O precision=bf16")
+        v: Any = value.strip()
+        if v.lower() in ("true", "false"):
+            v = v.lower() == "true"
+        elif v.lstrip("-").isdigit():
+            v = int(v)
+        out[key.strip()] = v
+    return out

@@ -20,6 +20,10 @@ from edgesdk.errors import EdgeSDKError
 @click.option("--weights", type=click.Path(dir_okay=False), help="With --model: .safetensors or a .pt/.pth state dict.")
 @click.option("--data", type=click.Path(dir_okay=False),
               help=".npz of inputs named like the model's (default: the directory's reference.npz).")
+@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "openvino"]),
+              help="The runtime the artifact runs on (the reference runs on onnxruntime).")
+@click.option("-O", "--backend-option", "backend_options", multiple=True, metavar="KEY=VALUE",
+              help="A session option of the backend, e.g. -O precision=bf16 on openvino (repeatable).")
 @click.option("--max-batches", type=int, default=8, show_default=True, help="Input batches to run.")
 @click.option("--top", type=int, default=15, show_default=True, help="Layers shown in the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (every layer, worst first).")
@@ -34,13 +38,14 @@ def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
     from edgesdk.debug import debug as run_debug, to_markdown
     from edgesdk.debug.html import to_html
 
-    from .common import _save
+    from .common import _save, parse_backend_options
 
     try:
         if o["out_file"]:
             check_output_path(o["out_file"])
         report = run_debug(artifact, against=o["against"], data=o["data"], max_batches=o["max_batches"],
-                           model=o["model_ref"], weights=o["weights"])
+                           model=o["model_ref"], weights=o["weights"], backend=o["backend"],
+                           options=parse_backend_options(o["backend_options"]))
         data = report.to_dict()
         if o["out_file"]:
             suffix = o["out_file"].lower().rsplit(".", 1)[-1]

@@ -7,8 +7,9 @@ layer where the divergence jumps.
 What runs today: ONNX artifacts on onnxruntime against another ONNX file (by default the artifact's parent in
 its directory, as the manifest records it: the FP32 export for an INT8 file; no PyTorch needed), or against
 PyTorch (``against="pytorch"`` with ``model``: every module's output through forward hooks, see
-:mod:`edgesdk.debug.torch_ref`), on the directory's reference inputs or ``data``. TFLite and OpenVINO are
-refused with a clear error (not written yet).
+:mod:`edgesdk.debug.torch_ref`), on the directory's reference inputs or ``data``. The artifact runs on onnxruntime or
+OpenVINO (``backend``), through edgesdk's own runtime. TFLite files are refused with a clear error (not
+written yet).
 
 Example::
 
@@ -34,6 +35,7 @@ __all__ = ["debug", "DebugReport", "LayerDivergence", "to_markdown", "JUMP_SHARE
 
 JUMP_SHARE = 0.1  # the first jump: the first layer (graph order) adding >= this share of the worst layer's noise
 _BATCHES = 8  # reference batches run by default (each a forward pass of both graphs)
+_BACKENDS = ("onnxruntime", "openvino")  # the runtimes an ONNX candidate can be debugged on
 
 
 def _manifest(directory: Path) -> dict[str, Any] | None:
@@ -80,8 +82,8 @@ def _resolve(path: Path, against: str | Path | None) -> tuple[Path, str]:
     return path.parent / parent, "parent in manifest.json"
 
 
-def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: Any,
-                     weights: str | None) -> tuple[list[LayerDivergence], str, str, dict[str, str]]:
+def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: Any, weights: str | None,
+                     runtime: dict[str, Any]) -> tuple[list[LayerDivergence], str, str, dict[str, str]]:
     """(layers, reference, how it was chosen, unmatched modules) with PyTorch's module outputs as reference."""
     from .layers import _load, compare, expose
     from .torch_ref import TorchReference, build_reference_model, lineage
@@ -99,7 +101,7 @@ def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: An
     ref(batches[0])  # matches the modules to the bridge's tensors
     matched = [t for t in names if t in ref.modules]
     layers = compare(_load(cand), bridge_p, matched, batches, ref, what="PyTorch's module outputs",
-                     modules=ref.modules)
+                     modules=ref.modules, **runtime)
     via = f"forward hooks{', pruned as ' + pruned.name if pruned else ''}; modules matched through {bridge.name}"
     label = model if isinstance(model, str) else type(model).__name__
     return layers, f"pytorch ({label})", via, ref.unmatched
@@ -126,25 +128,32 @@ def _batches(path: Path, data: str | Path | None, max_batches: int) -> tuple[lis
 
 
 def debug(artifact: str | Path, *, against: str | Path | None = None, data: str | Path | None = None,
-          max_batches: int = _BATCHES, model: Any = None, weights: str | None = None) -> DebugReport:
+          max_batches: int = _BATCHES, model: Any = None, weights: str | None = None,
+          backend: str = "onnxruntime", options: dict[str, Any] | None = None) -> DebugReport:
     """Compare ``artifact`` layer by layer with ``against``: another ONNX file, ``"pytorch"`` (with ``model``:
-    an ``nn.Module`` or ``"file.py:factory"``, and ``weights``), or by default its parent in the directory."""
+    an ``nn.Module`` or ``"file.py:factory"``, and ``weights``), or by default its parent in the directory.
+    The artifact runs on edgesdk's runtime for ``backend`` (``onnxruntime`` or ``openvino``) with the session
+    ``options`` (e.g. ``{"precision": "bf16"}`` on OpenVINO); the reference on onnxruntime's CPU provider."""
     if max_batches < 1:
         raise InputError("--max-batches must be at least 1", found=str(max_batches))
+    if backend not in _BACKENDS:
+        raise InputError(f"edgesdk debug cannot run ONNX on the {backend!r} backend", expected=" | ".join(_BACKENDS),
+                         hint="TensorRT engines and TFLite files are not debugged yet")
+    runtime = {"backend": backend, "options": dict(options or {})}
     cand = _candidate(artifact)
     if against is not None and str(against).lower() == "pytorch":
         batches, inputs = _batches(cand, data, max_batches)
-        layers, ref, how, unmatched = _against_pytorch(cand, batches, model, weights)
+        layers, ref, how, unmatched = _against_pytorch(cand, batches, model, weights, runtime)
         return DebugReport(artifact=str(cand), reference=ref, reference_choice=how, inputs=inputs, layers=layers,
-                           jump_share=JUMP_SHARE, unmatched=unmatched)
+                           jump_share=JUMP_SHARE, unmatched=unmatched, **runtime)
     if model is not None or weights is not None:
         raise InputError("--model/--weights are for --against pytorch", found=f"--against {against or '(parent)'}",
                          hint="add --against pytorch, or leave out --model and --weights")
     ref, how = _resolve(cand, against)
     batches, inputs = _batches(cand, data, max_batches)
-    layers = compare_onnx(cand, ref, batches)
+    layers = compare_onnx(cand, ref, batches, **runtime)
     return DebugReport(artifact=str(cand), reference=str(ref), reference_choice=how, inputs=inputs,
-                       layers=layers, jump_share=JUMP_SHARE)
+                       layers=layers, jump_share=JUMP_SHARE, **runtime)
 
 
 make_callable(__name__, debug)  # edgesdk.debug(...) is the verb, as edgesdk.compress(...) is

@@ -86,7 +86,7 @@ def _layer_rows(report: DebugReport) -> list[dict[str, str]]:
 
 def to_html(report: DebugReport) -> str:
     jump = report.first_jump
-    summary = (f"<p class=\"sub\">{esc(report.artifact)} against {esc(report.reference)} "
+    summary = (f"<p class=\"sub\">{esc(report.artifact)} on {esc(report.runtime)}, against {esc(report.reference)} "
                f"({esc(report.reference_choice)}), on {esc(report.inputs)}; {len(report.layers)} layers matched.</p>")
     if jump is not None:
         summary += (f"<p><b>First jump: {esc(where(jump, quote=''))}</b>, {esc(jump.op)} &rarr; "

@@ -21,6 +21,8 @@ Example::
 from __future__ import annotations
 
 import ast
+import contextlib
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -159,8 +161,8 @@ class _Stats:
             self.max_ref = max(self.max_ref, float(np.abs(r).max()))
 
 
-def compare_onnx(candidate: str | Path, reference: str | Path,
-                 batches: list[Mapping[str, np.ndarray]]) -> list[LayerDivergence]:
+def compare_onnx(candidate: str | Path, reference: str | Path, batches: list[Mapping[str, np.ndarray]], *,
+                 backend: str = "onnxruntime", options: Mapping[str, Any] | None = None) -> list[LayerDivergence]:
     """Every matched layer of ``candidate`` against ``reference`` over ``batches`` (dicts of graph inputs),
     ranked worst first (most added noise)."""
     cand_p, ref_p = _load(Path(candidate)), _load(Path(reference))
@@ -172,7 +174,8 @@ def compare_onnx(candidate: str | Path, reference: str | Path,
     def run_reference(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(ref_out, ref_s.run(ref_out, _feed(batch, feeds))))
 
-    return compare(cand_p, ref_p, ref_names, batches, run_reference, what=Path(reference).name)
+    return compare(cand_p, ref_p, ref_names, batches, run_reference, what=Path(reference).name, backend=backend,
+                   options=options)
 
 
 def _feed(batch: Mapping[str, np.ndarray], names: set[str]) -> dict[str, np.ndarray]:
@@ -185,10 +188,12 @@ def _feed(batch: Mapping[str, np.ndarray], names: set[str]) -> dict[str, np.ndar
 
 def compare(cand_p: Any, ref_p: Any, ref_names: list[str], batches: list[Mapping[str, np.ndarray]],
             run_reference: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]], *, what: str,
-            modules: Mapping[str, tuple[str, str]] | None = None) -> list[LayerDivergence]:
+            modules: Mapping[str, tuple[str, str]] | None = None, backend: str = "onnxruntime",
+            options: Mapping[str, Any] | None = None) -> list[LayerDivergence]:
     """The candidate graph ``cand_p`` against a reference graph ``ref_p`` whose tensors ``ref_names`` (graph
     order) ``run_reference(batch)`` gives values for (another ONNX file run on onnxruntime, or PyTorch's module
-    outputs matched to them); ``modules`` names the module of a reference tensor (else the provenance does)."""
+    outputs matched to them); ``modules`` names the module of a reference tensor (else the provenance does).
+    The candidate runs on edgesdk's runtime for ``backend`` (with its session ``options``)."""
     if not batches:
         raise InputError("no input batches to run", expected="a reference set or --data with samples")
     cand_bytes, cand_names = expose(cand_p)
@@ -199,15 +204,43 @@ def compare(cand_p: Any, ref_p: Any, ref_names: list[str], batches: list[Mapping
         raise ArtifactError(f"no tensor of the candidate matches one of {what}",
                             expected="two exports of the same model (e.g. an INT8 file and its FP32 parent)",
                             hint="compare an artifact with the file it was made from (--against)")
-    cand_s = _session(cand_bytes)
-    cand_out = [o.name for o in cand_s.get_outputs()]
-    cand_feeds = {i.name for i in cand_s.get_inputs()}
+    with _runtime_session(cand_bytes, backend, options or {}) as cand_s:
+        return _measure(cand_p, ref_p, batches, run_reference, cand_s, wanted, before_q, modules)
+
+
+@contextlib.contextmanager
+def _runtime_session(model: bytes, backend: str, options: Mapping[str, Any]) -> Any:
+    """The candidate (with its tensors exposed) loaded by edgesdk's own runtime for ``backend``, as an app
+    would run it; the temporary file is removed on exit."""
+    from edgesdk.runtimes import load
+
+    with tempfile.TemporaryDirectory(prefix="edgesdk-debug-") as tmp:
+        path = Path(tmp) / "exposed.onnx"
+        path.write_bytes(model)
+        session = load(path, backend=backend, **options)
+        try:
+            session.load()
+            yield session
+        finally:
+            session.close()
+
+
+def _measure(cand_p: Any, ref_p: Any, batches: list[Mapping[str, np.ndarray]], run_reference: Callable[..., Any],
+             cand_s: Any, wanted: dict[str, str], before_q: dict[str, str],
+             modules: Mapping[str, tuple[str, str]] | None) -> list[LayerDivergence]:
+    cand_out = [o.name for o in cand_s.outputs]
+    cand_feeds = {i.name for i in cand_s.inputs}
+    missing = sorted(set(wanted.values()) - set(cand_out))
+    if missing:
+        raise ArtifactError(f"the {cand_s.backend} backend does not give back every exposed tensor",
+                            found=f"{len(missing)} missing, e.g. {', '.join(missing[:3])}",
+                            hint="debug on onnxruntime (--backend onnxruntime)")
     stats = {t: _Stats() for t in wanted}
     local = {t: _Stats() for t in wanted if t in before_q and before_q[t] in cand_out}
     shapes: dict[str, list[int]] = {}
     for batch in batches:
         r = run_reference(batch)
-        c = dict(zip(cand_out, cand_s.run(cand_out, _feed(batch, cand_feeds))))
+        c = cand_s.run(_feed(batch, cand_feeds))
         for t, ct in wanted.items():
             if t not in r or np.shape(r[t]) != c[ct].shape:
                 stats.pop(t, None)

@@ -19,6 +19,13 @@ class DebugReport:
     layers: list[LayerDivergence] = field(default_factory=list)  # worst first
     jump_share: float = 0.1
     unmatched: dict[str, str] = field(default_factory=dict)  # PyTorch modules without a tensor, and why
+    backend: str = "onnxruntime"  # the runtime the artifact ran on
+    options: dict[str, Any] = field(default_factory=dict)  # its session options
+
+    @property
+    def runtime(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.backend} ({opts})" if opts else self.backend
 
     @property
     def in_graph_order(self) -> list[LayerDivergence]:
@@ -44,7 +51,8 @@ class DebugReport:
 
     def to_dict(self) -> dict[str, Any]:
         jump = self.first_jump
-        return {"artifact": self.artifact, "reference": self.reference, "reference_choice": self.reference_choice,
+        return {"artifact": self.artifact, "backend": self.backend, "options": self.options,
+                "reference": self.reference, "reference_choice": self.reference_choice,
                 "inputs": self.inputs, "matched_layers": len(self.layers),
                 "first_jump": jump.to_dict() if jump else None,
                 "rule": {"ranked_by": "added_noise (relative noise power added by the layer)",
@@ -141,7 +149,7 @@ def unmatched_by_reason(report: DebugReport) -> dict[str, list[str]]:
 def to_markdown(report: DebugReport, top: int = 15) -> str:
     jump = report.first_jump
     lines = [f"# edgesdk debug: {report.artifact}", "",
-             f"Against {report.reference} ({report.reference_choice}), on {report.inputs}; "
+             f"Run on {report.runtime}, against {report.reference} ({report.reference_choice}), on {report.inputs}; "
              f"{len(report.layers)} layers matched.", ""]
     if jump is not None:
         lines += [f"**First jump: {where(jump)}**, {jump.op} -> `{jump.tensor}`: SQNR {jump.sqnr_db:.1f} dB "
