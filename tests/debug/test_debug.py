@@ -11,11 +11,12 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import numpy_helper
-
 from edgesdk.cli import main
 from edgesdk.debug import debug
 from edgesdk.debug.layers import provenance
+from onnx import numpy_helper
+
+from tests.debug.refusals import assert_refused
 
 
 def test_exported_nodes_keep_their_module_through_simplification_and_quantization(digits_artifacts):
@@ -91,9 +92,4 @@ def test_bad_input_is_refused_without_a_traceback_or_a_file(digits_artifacts, tm
         ([art, "--max-batches", "0"], "at least 1"),
         ([art, "--data", str(tmp_path / "model.tflite")], "not an .npz"),
     ]
-    for args, words in cases:
-        out = tmp_path / "report.json"
-        res = CliRunner().invoke(main, ["debug", *args, "-o", str(out)])
-        assert res.exit_code == 2, (args, res.output)
-        assert words in res.output and "Traceback" not in res.output, (args, res.output)
-        assert not out.exists()
+    assert_refused(cases, tmp_path)

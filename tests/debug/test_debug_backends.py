@@ -3,11 +3,10 @@ runs on onnxruntime: a real second runtime, on the real digits artifacts."""
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
-
-from edgesdk.cli import main
 from edgesdk.debug import debug
 from edgesdk.errors import InputError
+
+from tests.debug.refusals import assert_refused
 
 pytest.importorskip("openvino")
 
@@ -42,11 +41,6 @@ def test_backend_bad_input_is_refused_cleanly(digits_artifacts, tmp_path):
         ([art, "--backend", "openvino", "-O", "precision"], "KEY=VALUE"),
         ([art, "--backend", "openvino", "-O", "precision=int3"], "unknown OpenVINO precision"),
     ]
-    for args, words in cases:
-        out = tmp_path / "report.json"
-        res = CliRunner().invoke(main, ["debug", *args, "-o", str(out)])
-        assert res.exit_code == 2, (args, res.output)
-        assert words in res.output and "Traceback" not in res.output, (args, res.output)
-        assert not out.exists()
+    assert_refused(cases, tmp_path)
     with pytest.raises(InputError, match="cannot run ONNX"):
         debug(art, backend="litert")

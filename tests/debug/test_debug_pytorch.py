@@ -8,12 +8,13 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-
 from edgesdk.cli import main
 from edgesdk.debug import debug
 from edgesdk.debug.torch_ref import lineage
 from edgesdk.intake import build_model, load_weights
+
 from tests.conftest import DIGITS_MODEL
+from tests.debug.refusals import assert_refused
 
 FACTORY = f"{DIGITS_MODEL}:build"
 
@@ -93,9 +94,4 @@ def test_against_pytorch_bad_input_is_refused_cleanly(digits_artifacts, digits_d
         ([art, "--model", FACTORY], "are for --against pytorch"),
         ([art, "--against", "pytorch", "--model", "nowhere.py:build"], "nowhere.py"),
     ]
-    for args, words in cases:
-        out = tmp_path / "report.json"
-        res = CliRunner().invoke(main, ["debug", *args, "-o", str(out)])
-        assert res.exit_code == 2, (args, res.output)
-        assert words in res.output and "Traceback" not in res.output, (args, res.output)
-        assert not out.exists()
+    assert_refused(cases, tmp_path)

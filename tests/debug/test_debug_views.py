@@ -8,11 +8,11 @@ import re
 
 import pytest
 from click.testing import CliRunner
-
 from edgesdk.cli import main
 from edgesdk.debug import DebugReport, LayerDivergence, debug
 from edgesdk.debug.html import to_html
 from edgesdk.debug.report import NO_MODULE, TOP_LEVEL, module_tree
+
 from tests.browser import CHROMIUM, colour_stats, read_png, screenshot
 
 
