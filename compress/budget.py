@@ -1,8 +1,8 @@
 """Quantization under an accuracy budget: find the layers INT8 hurts most and keep them in float.
 
 1. Quantize everything; measure accuracy drop (labelled eval data) or cosine vs PyTorch (label-free).
-2. If the budget is missed, rank layers by the signal-to-quantization-noise ratio they lose
-   (float vs QDQ activations from onnxruntime's qdq_loss_debug, output minus inputs), worst first.
+2. If the budget is missed, rank layers by the quantization noise each adds (float vs QDQ activations,
+   ``edgesdk debug``'s per-layer comparison: the same implementation as the debug command), worst first.
 3. Keep the worst 1, 2, 4, ... nodes in float and re-quantize until the budget holds or
    nothing is left. The best artifact found is kept either way; the manifest lists every
    try and the reason each node stayed float.
@@ -78,48 +78,37 @@ class AccuracyBudget:
             parts.append(f"cosine {s['cosine']:.6f}, {self.q.min_cosine - s['cosine']:.2g} under {self.q.min_cosine}")
         return "; ".join(parts) or "budget met"
 
-    def rank(self, pre: Path, qdq: Path, work: Path) -> list[tuple[list[str], float, str]]:
-        """(nodes to keep in float, SQNR lost in dB, tensor) per quantized activation, worst first.
-
-        The loss of a tensor is how many dB of signal-to-quantization-noise (float model vs
-        QDQ model, onnxruntime's qdq_loss_debug) are lost between the node's inputs and its
-        output, so deep layers are not blamed for error that came from above. An activation
-        (Relu, Clip, ...) is kept in float together with the Conv/Gemm/MatMul that feeds it.
-        """
+    def rank(self, pre: Path, qdq: Path) -> list[tuple[list[str], float, str]]:
+        """(nodes to keep in float, SQNR lost in dB, why) per layer, worst first: ``edgesdk debug``'s
+        per-layer comparison of the QDQ model with its float source on calibration samples
+        (:func:`edgesdk.debug.layers.compare_onnx`), ranked by the noise each layer adds, so deep layers are
+        not blamed for error that came from above. An activation (Relu, Clip, ...) is kept in float together
+        with the Conv/Gemm/MatMul that feeds it (the quantizer fuses the pair)."""
         import onnx
-        from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                             create_activation_matching,
-                                                             modify_model_output_intermediate_tensors)
+
+        from edgesdk.debug.layers import compare_onnx
 
         sample = {k: v[:32] for k, v in (self.calib or {}).items()}
         if not sample:
             return []
-        aug_f, aug_q = work / "aug_float.onnx", work / "aug_qdq.onnx"
-        modify_model_output_intermediate_tensors(str(pre), str(aug_f))
-        modify_model_output_intermediate_tensors(str(qdq), str(aug_q))
         fixed = _fixed_batch(pre)
-        float_act = collect_activations(str(aug_f), _Reader(sample, batch=fixed or 8, exact=fixed is not None))
-        qdq_act = collect_activations(str(aug_q), _Reader(sample, batch=fixed or 8, exact=fixed is not None))
-        sqnr = {t: e["xmodel_err"] for t, e in compute_activation_error(
-            create_activation_matching(qdq_act, float_act)).items() if np.isfinite(e.get("xmodel_err", np.nan))}
+        layers = compare_onnx(qdq, pre, list(_Reader(sample, batch=fixed or 8, exact=fixed is not None)))
         nodes = onnx.load(str(pre), load_external_data=False).graph.node
         producer = {out: n for n in nodes for out in n.output}
+        by_name = {n.name: n for n in nodes}
         ranked = []
-        for n in nodes:
-            outs = [o for o in n.output if o in sqnr]
-            if not outs:
+        for d in layers:  # worst first
+            if d.added_noise <= 0 or d.node not in by_name:
                 continue
-            ins = [sqnr[i] for i in n.input if i in sqnr]
-            lost = (min(ins) if ins else max(sqnr.values())) - sqnr[outs[0]]
-            group = [n.name]
-            cur = n
+            cur = by_name[d.node]
+            group = [cur.name]
             while cur.op_type in _ACTIVATIONS and cur.input and cur.input[0] in producer:
                 cur = producer[cur.input[0]]
                 group.append(cur.name)
                 if cur.op_type in _COMPUTE:
                     break
-            ranked.append((group, float(lost), outs[0]))
-        ranked.sort(key=lambda r: -r[1])
+            where = f" ({d.module})" if d.module else ""
+            ranked.append((group, float(d.jump_db), f"{d.tensor}{where}, {d.sqnr_db:.1f} dB after it"))
         return ranked
 
     # -- the search -----------------------------------------------------------------
@@ -146,7 +135,7 @@ class AccuracyBudget:
             info, best = attempt(base_excl, dst)
             best_info, reasons = info, {}
             if not best["met"]:
-                ranking = self.rank(pre, dst, work)
+                ranking = self.rank(pre, dst)
                 candidates = [r for r in ranking if not set(r[0]) <= set(base_excl)]
                 k = 1
                 while candidates and not best["met"]:
