@@ -83,10 +83,12 @@ class AccuracyBudget:
         per-layer comparison of the QDQ model with its float source on calibration samples
         (:func:`edgesdk.debug.layers.compare_onnx`), ranked by the noise each layer adds, so deep layers are
         not blamed for error that came from above. An activation (Relu, Clip, ...) is kept in float together
-        with the Conv/Gemm/MatMul that feeds it (the quantizer fuses the pair)."""
+        with the Conv/Gemm/MatMul that feeds it (the quantizer fuses the pair), and with the nodes that read
+        the layer's tensor (while one of them is quantized, the tensor is rounded to int8 for it)."""
         import onnx
 
         from edgesdk.debug.layers import compare_onnx
+        from edgesdk.parity import SQNR_CAP_DB
 
         sample = {k: v[:32] for k, v in (self.calib or {}).items()}
         if not sample:
@@ -96,6 +98,10 @@ class AccuracyBudget:
         nodes = onnx.load(str(pre), load_external_data=False).graph.node
         producer = {out: n for n in nodes for out in n.output}
         by_name = {n.name: n for n in nodes}
+        consumers: dict[str, list[Any]] = {}
+        for n in nodes:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
         ranked = []
         for d in layers:  # worst first
             if d.added_noise <= 0 or d.node not in by_name:
@@ -107,8 +113,13 @@ class AccuracyBudget:
                 group.append(cur.name)
                 if cur.op_type in _COMPUTE:
                     break
+            # the noise of a quantized activation is its own rounding too, which stays while any node that
+            # reads the tensor is quantized: those readers are kept in float with it
+            group += [n.name for n in consumers.get(d.tensor, []) if n.name not in group]
             where = f" ({d.module})" if d.module else ""
-            ranked.append((group, float(d.jump_db), f"{d.tensor}{where}, {d.sqnr_db:.1f} dB after it"))
+            lost = (f"SQNR {d.sqnr_db:.1f} dB from exact inputs" if d.input_sqnr_db >= SQNR_CAP_DB else
+                    f"{d.jump_db:.1f} dB of SQNR lost ({d.input_sqnr_db:.1f} -> {d.sqnr_db:.1f} dB)")
+            ranked.append((group, float(d.jump_db), f"{lost} at {d.tensor}{where}"))
         return ranked
 
     # -- the search -----------------------------------------------------------------
@@ -146,7 +157,7 @@ class AccuracyBudget:
                     if _better(s, best):
                         os.replace(trial, dst)
                         best, best_info = s, info
-                        reasons = {node: f"{r[1]:.1f} dB of SQNR lost at {r[2]} (rank {i + 1} of {len(ranking)})"
+                        reasons = {node: f"{r[2]} (rank {i + 1} of {len(ranking)})"
                                    for i, r in enumerate(candidates[:k]) for node in r[0]}
                     if k == len(candidates):
                         break

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from edgesdk.errors import EdgeSDKError
+from edgesdk.errors import BudgetError, EdgeSDKError, InputError
 
 
 @click.command("debug")
@@ -24,6 +24,14 @@ from edgesdk.errors import EdgeSDKError
               help="The runtime the artifact runs on (the reference runs on onnxruntime).")
 @click.option("-O", "--backend-option", "backend_options", multiple=True, metavar="KEY=VALUE",
               help="A session option of the backend, e.g. -O precision=bf16 on openvino (repeatable).")
+@click.option("--fix", is_flag=True, help="Keep the worst layers of a quantized artifact in float, re-quantize from "
+              "its FP32 parent and re-check until the budget holds (compress's accuracy budget).")
+@click.option("--calib", type=click.Path(dir_okay=False), help="With --fix: the calibration .npz compress was given.")
+@click.option("--min-cosine", type=float, help="With --fix: cosine vs the model the artifact was made from.")
+@click.option("--max-accuracy-drop", type=float,
+              help="With --fix: metric points vs the FP32 parent, on the reference set's labelled eval data.")
+@click.option("--fix-out", type=click.Path(dir_okay=False), help="With --fix: the file to write "
+              "(default: <stem>.fixed.onnx beside the artifact).")
 @click.option("--max-batches", type=int, default=8, show_default=True, help="Input batches to run.")
 @click.option("--top", type=int, default=15, show_default=True, help="Layers shown in the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (every layer, worst first).")
@@ -38,15 +46,31 @@ def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
     from edgesdk.debug import debug as run_debug, to_markdown
     from edgesdk.debug.html import to_html
 
-    from .common import _save, parse_backend_options
+    from .common import _save, _say, parse_backend_options
 
+    fixing = o["fix"]
     try:
         if o["out_file"]:
             check_output_path(o["out_file"])
-        report = run_debug(artifact, against=o["against"], data=o["data"], max_batches=o["max_batches"],
-                           model=o["model_ref"], weights=o["weights"], backend=o["backend"],
-                           options=parse_backend_options(o["backend_options"]))
-        data = report.to_dict()
+        fix_flags = [f for f in ("calib", "min_cosine", "max_accuracy_drop", "fix_out") if o[f] is not None]
+        if fix_flags and not fixing:
+            raise InputError(f"--{fix_flags[0].replace('_', '-')} is for --fix", hint="add --fix, or leave it out")
+        result = None
+        if fixing:
+            from edgesdk.debug.fix import fix
+
+            if not o["calib"]:
+                raise InputError("--fix needs the calibration data", expected="--calib FILE.npz",
+                                 hint="the --calib file compress was given")
+            say = _say(ctx)
+            result = fix(artifact, calib=o["calib"], out=o["fix_out"], min_cosine=o["min_cosine"],
+                         max_accuracy_drop=o["max_accuracy_drop"], say=say)
+            report = result.report
+        else:
+            report = run_debug(artifact, against=o["against"], data=o["data"], max_batches=o["max_batches"],
+                               model=o["model_ref"], weights=o["weights"], backend=o["backend"],
+                               options=parse_backend_options(o["backend_options"]))
+        data = report.to_dict() if result is None else {"fix": result.to_dict(), **report.to_dict()}
         if o["out_file"]:
             suffix = o["out_file"].lower().rsplit(".", 1)[-1]
             view = {"html": to_html, "htm": to_html, "md": lambda r: to_markdown(r, top=len(r.layers))}.get(suffix)
@@ -57,4 +81,13 @@ def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
             raise
         click.secho(f"error: {e.format()}", fg="red", err=True)
         sys.exit(e.exit_code)
-    click.echo(json_text(data) if o["as_json"] else to_markdown(report, top=o["top"]))
+    if o["as_json"]:
+        click.echo(json_text(data))
+    else:
+        if result is not None:
+            from edgesdk.debug.fix import fix_markdown
+
+            click.echo(fix_markdown(result))
+        click.echo(to_markdown(report, top=o["top"]))
+    if result is not None and not result.met:
+        sys.exit(BudgetError.exit_code)
