@@ -8,8 +8,8 @@ What runs today: ONNX artifacts on onnxruntime against another ONNX file (by def
 its directory, as the manifest records it: the FP32 export for an INT8 file; no PyTorch needed), or against
 PyTorch (``against="pytorch"`` with ``model``: every module's output through forward hooks, see
 :mod:`edgesdk.debug.torch_ref`), on the directory's reference inputs or ``data``. The artifact runs on onnxruntime or
-OpenVINO (``backend``), through edgesdk's own runtime. TFLite files are refused with a clear error (not
-written yet).
+OpenVINO (``backend``), through edgesdk's own runtime. A TFLite file runs on LiteRT against PyTorch
+(:mod:`edgesdk.debug.tflite`).
 
 Example::
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesdk.errors import InputError
+from edgesdk.errors import ArtifactError, InputError
 from edgesdk.verb import make_callable
 
 from .layers import LayerDivergence, compare_onnx
@@ -56,10 +56,10 @@ def _candidate(artifact: str | Path) -> Path:
                          found=", ".join(sorted(p.name for p in path.glob("*.onnx"))) or "no .onnx file")
     if not path.is_file():
         raise InputError(f"artifact not found: {path}", expected="an existing artifact file")
-    if path.suffix.lower() != ".onnx":
-        raise InputError(f"edgesdk debug compares ONNX artifacts on onnxruntime for now: {path.name} is not one",
-                         expected="a .onnx artifact", found=path.suffix or "no suffix",
-                         hint="debug the ONNX artifact of the same stage (TFLite and OpenVINO are not done yet)")
+    if path.suffix.lower() not in (".onnx", ".tflite"):
+        raise InputError(f"edgesdk debug compares ONNX and TFLite artifacts: {path.name} is neither",
+                         expected="a .onnx or .tflite artifact", found=path.suffix or "no suffix",
+                         hint="debug the ONNX artifact of the same stage (a TensorRT engine keeps no layer names)")
     return path
 
 
@@ -127,6 +127,36 @@ def _batches(path: Path, data: str | Path | None, max_batches: int) -> tuple[lis
     return rs.inputs[:max_batches], f"reference.npz ({min(len(rs.inputs), max_batches)} batches)"
 
 
+def _tflite(cand: Path, against: Any, data: Any, max_batches: int, model: Any, weights: str | None,
+            backend: str) -> DebugReport:
+    """A TFLite file on LiteRT against PyTorch (its tensors are named by module path, not like an ONNX file's)."""
+    from .tflite import compare_tflite
+    from .torch_ref import build_reference_model, lineage
+
+    if against is None or str(against).lower() != "pytorch":
+        raise InputError(f"a TFLite artifact is compared with PyTorch: {cand.name}",
+                         expected="--against pytorch --model FILE.py:factory [--weights W]",
+                         found=f"--against {against}" if against else "no --against",
+                         hint="its tensors carry the PyTorch module paths, not the ONNX export's names")
+    if backend != "onnxruntime":
+        raise InputError(f"a TFLite artifact runs on LiteRT, not {backend}", hint="leave out --backend")
+    manifest = _manifest(cand.parent)
+    _bridge, pruned = lineage(cand.parent, manifest, cand.name)
+    entry = next((a for a in (manifest or {}).get("artifacts") or [] if a.get("path") == cand.name), {})
+    net = build_reference_model(model, weights, pruned)
+    batches, inputs = _batches(cand, data, max_batches)
+    layers, unmatched = compare_tflite(cand, net, batches, (entry.get("meta") or {}).get("input_layout"))
+    if not layers:
+        raise ArtifactError(f"no tensor of {cand.name} matches a PyTorch module",
+                            expected="a TFLite file litert-torch made from this model (its tensors named by "
+                                     "module path)", hint="pass the --model the artifact was made from")
+    label = model if isinstance(model, str) else type(model).__name__
+    via = f"forward hooks{', pruned as ' + pruned.name if pruned else ''}; tensors matched by module path"
+    return DebugReport(artifact=str(cand), reference=f"pytorch ({label})", reference_choice=via, inputs=inputs,
+                       layers=layers, jump_share=JUMP_SHARE, unmatched=unmatched, backend="litert",
+                       options={"kernels": "builtin"})  # XNNPACK keeps no intermediate tensors
+
+
 def debug(artifact: str | Path, *, against: str | Path | None = None, data: str | Path | None = None,
           max_batches: int = _BATCHES, model: Any = None, weights: str | None = None,
           backend: str = "onnxruntime", options: dict[str, Any] | None = None) -> DebugReport:
@@ -141,6 +171,8 @@ def debug(artifact: str | Path, *, against: str | Path | None = None, data: str 
                          hint="TensorRT engines and TFLite files are not debugged yet")
     runtime = {"backend": backend, "options": dict(options or {})}
     cand = _candidate(artifact)
+    if cand.suffix.lower() == ".tflite":
+        return _tflite(cand, against, data, max_batches, model, weights, backend)
     if against is not None and str(against).lower() == "pytorch":
         batches, inputs = _batches(cand, data, max_batches)
         layers, ref, how, unmatched = _against_pytorch(cand, batches, model, weights, runtime)

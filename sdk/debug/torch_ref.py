@@ -25,8 +25,9 @@ Example::
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -95,6 +96,75 @@ def _fits(static: list[int | None] | None, shape: tuple[int, ...]) -> bool:
     return static is not None and len(static) == len(shape) and all(s is None or s == d for s, d in zip(static, shape))
 
 
+def hooked_outputs(net: Any, batch: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Run ``net`` once with a hook on every module: ({module path: output} of the modules that ran once and
+    returned one float tensor, {module path: times it ran})."""
+    import torch
+
+    from edgesdk.binding import bind_inputs
+
+    outs: dict[str, Any] = {}
+    calls: dict[str, int] = {}
+    handles = []
+
+    def hook(path: str) -> Any:
+        def record(_mod: Any, _args: Any, out: Any) -> None:
+            calls[path] = calls.get(path, 0) + 1
+            if isinstance(out, torch.Tensor) and out.is_floating_point():
+                outs[path] = out.detach().float().cpu().numpy()
+
+        return record
+
+    for path, mod in net.named_modules():
+        handles.append(mod.register_forward_hook(hook(path)))
+    try:
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+        binding = bind_inputs(net, tensors)
+        ordered = binding.order(tensors)
+        with torch.no_grad():
+            net(**ordered) if binding.keyword else net(*ordered.values())
+    finally:
+        for h in handles:
+            h.remove()
+    return {p: v for p, v in outs.items() if calls.get(p) == 1}, calls
+
+
+@dataclass
+class ModuleMatch:
+    modules: dict[str, tuple[str, str]]  # tensor -> (module path, class)
+    aliases: dict[str, str]  # module path -> the child that names the same tensor
+    unmatched: dict[str, str]  # module path -> why it has no tensor
+
+
+def match_modules(net: Any, outs: Mapping[str, Any], calls: Mapping[str, int],
+                  made: Mapping[str, tuple[int, str]], fits: Callable[[str, tuple[int, ...]], bool]) -> ModuleMatch:
+    """Each module's output among a graph's tensors: ``made`` says, per tensor, its producer's position in the
+    graph and the module its provenance names; a module's output is the last tensor made inside it (itself or
+    a child) that ``fits(tensor, module_output_shape)``; a tensor two modules share goes to the deeper one."""
+    classes = {p: f"{type(m).__module__}.{type(m).__qualname__}" for p, m in net.named_modules()}
+    best: dict[str, str] = {}  # module -> the last tensor inside it with its shape
+    for path, value in outs.items():
+        inside = [(order, t) for t, (order, mod) in made.items()
+                  if (not path or mod == path or mod.startswith(path + ".")) and fits(t, value.shape)]
+        if inside:
+            best[path] = max(inside)[1]
+    chosen: dict[str, str] = {}  # tensor -> the deepest module that gives it
+    for path, t in best.items():
+        prev = chosen.get(t)
+        if prev is None or _depth(path) > _depth(prev):
+            chosen[t] = path
+    unmatched: dict[str, str] = {}
+    for p in classes:
+        if not p or p in best:
+            continue
+        n = calls.get(p, 0)
+        unmatched[p] = ("did not run" if n == 0 else f"ran {n} times per forward" if n > 1 else
+                        "returned no single float tensor" if p not in outs else
+                        "no tensor of its own in the graph (folded into another op, or renamed)")
+    return ModuleMatch(modules={t: (p, classes[p]) for t, p in chosen.items()},
+                       aliases={p: chosen[t] for p, t in best.items() if chosen[t] != p}, unmatched=unmatched)
+
+
 def _depth(path: str) -> int:
     return path.count(".") + 1 if path else 0
 
@@ -121,68 +191,19 @@ class TorchReference:
         self._by_module: dict[str, str] = {}  # module path -> bridge tensor
         self._matched = False
 
-    def _call(self, batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Run the model once with a hook on every module: {module path: output} of the modules that ran once
-        and returned one float tensor; the others are left out."""
-        import torch
-
-        from edgesdk.binding import bind_inputs
-
-        outs: dict[str, Any] = {}
-        calls: dict[str, int] = {}
-        handles = []
-
-        def hook(path: str) -> Any:
-            def record(_mod: Any, _args: Any, out: Any) -> None:
-                calls[path] = calls.get(path, 0) + 1
-                if isinstance(out, torch.Tensor) and out.is_floating_point():
-                    outs[path] = out.detach().float().cpu().numpy()
-
-            return record
-
-        for path, mod in self.net.named_modules():
-            handles.append(mod.register_forward_hook(hook(path)))
-        try:
-            tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
-            binding = bind_inputs(self.net, tensors)
-            ordered = binding.order(tensors)
-            with torch.no_grad():
-                self.net(**ordered) if binding.keyword else self.net(*ordered.values())
-        finally:
-            for h in handles:
-                h.remove()
-        self._calls = calls
-        return {p: v for p, v in outs.items() if calls.get(p) == 1}
+    def module_outputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        outs, self._calls = hooked_outputs(self.net, batch)
+        return outs
 
     def _match(self, outs: dict[str, Any]) -> None:
-        classes = {p: f"{type(m).__module__}.{type(m).__qualname__}" for p, m in self.net.named_modules()}
-        best: dict[str, str] = {}  # module -> the last tensor inside it with its shape
-        for path, value in outs.items():
-            inside = [(order, t) for t, (order, mod) in self.made.items()
-                      if (not path or mod == path or mod.startswith(path + "."))
-                      and _fits(self.shapes.get(t), value.shape)]
-            if inside:
-                best[path] = max(inside)[1]
-        chosen: dict[str, str] = {}  # tensor -> the deepest module that gives it
-        for path, t in best.items():
-            prev = chosen.get(t)
-            if prev is None or _depth(path) > _depth(prev):
-                chosen[t] = path
-        self.modules = {t: (p, classes[p]) for t, p in chosen.items()}
-        self._by_module = {p: t for t, p in chosen.items()}
-        self.aliases = {p: chosen[t] for p, t in best.items() if chosen[t] != p}
-        self.unmatched = {}
-        for p, _m in self.net.named_modules():
-            if not p or p in best:
-                continue
-            n = self._calls.get(p, 0)
-            self.unmatched[p] = ("did not run" if n == 0 else f"ran {n} times per forward" if n > 1 else
-                                 "returned no single float tensor" if p not in outs else
-                                 "no tensor of its own in the graph (folded into another op, or renamed)")
+        m = match_modules(self.net, outs, self._calls, self.made,
+                          lambda t, shape: _fits(self.shapes.get(t), shape))
+        self.modules, self.aliases, self.unmatched = m.modules, m.aliases, m.unmatched
+        self._by_module = {p: t for t, (p, _c) in m.modules.items()}
         self._matched = True
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        outs = self._call(batch)
+        outs = self.module_outputs(batch)
         if not self._matched:
             self._match(outs)
         return {t: outs[p] for p, t in self._by_module.items() if p in outs}
