@@ -39,9 +39,10 @@ from edgesdk.errors import BudgetError, EdgeSDKError, InputError
               help="Write the report to FILE: .html (the per-layer chart and the module tree), .md, else JSON.")
 @click.pass_context
 def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
-    """Run ARTIFACT (an ONNX file) and its reference on the same inputs with every intermediate tensor exposed,
-    match the tensors (and the PyTorch modules that made them), and rank the layers by the noise each adds:
-    cosine, SQNR, max error, SQNR lost against its inputs, own quantization noise; the first jump is named."""
+    """Run ARTIFACT (an ONNX or TFLite file) and its reference on the same inputs with every intermediate tensor
+    exposed, match the tensors (and the PyTorch modules that made them), and rank the layers by the noise each
+    adds: cosine, SQNR, max error, SQNR lost against its inputs, own quantization noise; the first jump is named.
+    --fix keeps the worst layers of an INT8 file in float until a budget holds."""
     from edgesdk.atomic import check_output_path, json_text, write_json, write_text
     from edgesdk.debug import debug as run_debug, to_markdown
     from edgesdk.debug.html import to_html

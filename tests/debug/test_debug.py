@@ -79,13 +79,15 @@ def test_a_layer_broken_on_purpose_is_the_first_jump(digits_artifacts, tmp_path)
 
 def test_bad_input_is_refused_without_a_traceback_or_a_file(digits_artifacts, tmp_path):
     (tmp_path / "model.tflite").write_bytes(b"TFL3")
+    (tmp_path / "model.engine").write_bytes(b"ftrt")
     (tmp_path / "broken.onnx").write_bytes(b"not onnx")
     shutil.copy(digits_artifacts / "model.onnx", tmp_path / "lone.onnx")
     art = str(digits_artifacts / "model.int8.onnx")
     cases = [
         ([str(digits_artifacts)], "is a directory"),
         ([str(tmp_path / "missing.onnx")], "artifact not found"),
-        ([str(tmp_path / "model.tflite")], "compares ONNX artifacts"),
+        ([str(tmp_path / "model.engine")], "compares ONNX and TFLite artifacts"),
+        ([str(tmp_path / "model.tflite")], "compared with PyTorch"),
         ([str(digits_artifacts / "model.onnx")], "no ONNX parent"),
         ([str(tmp_path / "lone.onnx")], "no ONNX parent"),
         ([art, "--against", str(tmp_path / "broken.onnx")], "not a readable ONNX model"),

@@ -91,7 +91,12 @@ def test_a_channels_last_file_is_fed_in_its_layout(digits_dir, tmp_path):
 
 def test_tflite_bad_input_is_refused_cleanly(tflite_dir, tmp_path):
     art = str(tflite_dir / "model.int8.tflite")
+    broken = tmp_path / "broken" / "model.tflite"
+    broken.parent.mkdir()
+    broken.write_bytes(b"TFL3 not a flatbuffer")
+    (broken.parent / "reference.npz").write_bytes((tflite_dir / "reference.npz").read_bytes())
     assert_refused([
+        ([str(broken), "--against", "pytorch", "--model", FACTORY], "not a TFLite model LiteRT can load"),
         ([art], "compared with PyTorch"),
         ([art, "--against", "pytorch", "--model", FACTORY, "--backend", "openvino"], "runs on LiteRT"),
         ([art, "--against", "pytorch"], "needs the model"),
