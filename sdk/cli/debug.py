@@ -56,6 +56,13 @@ def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
         fix_flags = [f for f in ("calib", "min_cosine", "max_accuracy_drop", "fix_out") if o[f] is not None]
         if fix_flags and not fixing:
             raise InputError(f"--{fix_flags[0].replace('_', '-')} is for --fix", hint="add --fix, or leave it out")
+        not_for_fix = [f for f, given in (("against", o["against"]), ("model", o["model_ref"]),
+                                          ("weights", o["weights"]), ("data", o["data"]),
+                                          ("backend-option", o["backend_options"]),
+                                          ("backend", o["backend"] != "onnxruntime")) if given]
+        if fixing and not_for_fix:
+            raise InputError(f"--{not_for_fix[0]} is not used with --fix", hint="--fix re-quantizes from the "
+                             "FP32 parent and checks on the directory's reference set, on onnxruntime")
         result = None
         if fixing:
             from edgesdk.debug.fix import fix

@@ -71,7 +71,7 @@ def _resolve(path: Path, against: str | Path | None) -> tuple[Path, str]:
             raise InputError(f"--against {ref}: not an ONNX file", expected="an existing .onnx file, or pytorch")
         return ref, "given"
     manifest = _manifest(path.parent)
-    entry = next((a for a in (manifest or {}).get("artifacts") or [] if a.get("path") == path.name), None)
+    entry = _entry(manifest, path.name)
     parent = (entry or {}).get("parent")
     if not parent or not parent.endswith(".onnx") or not (path.parent / parent).is_file():
         found = ("no manifest.json beside it" if manifest is None else "no entry for it in manifest.json"
@@ -82,6 +82,20 @@ def _resolve(path: Path, against: str | Path | None) -> tuple[Path, str]:
     return path.parent / parent, "parent in manifest.json"
 
 
+def _pytorch_label(model: Any) -> str:
+    return f"pytorch ({model if isinstance(model, str) else type(model).__name__})"
+
+
+def _hooked(pruned: Path | None, matched: str) -> str:
+    """How PyTorch was made the reference, for the report."""
+    return f"forward hooks{', pruned as ' + pruned.name if pruned else ''}; {matched}"
+
+
+def _entry(manifest: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """The manifest's entry for the artifact file ``name``."""
+    return next((a for a in (manifest or {}).get("artifacts") or [] if a.get("path") == name), None)
+
+
 def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: Any, weights: str | None,
                      runtime: dict[str, Any]) -> tuple[list[LayerDivergence], str, str, dict[str, str]]:
     """(layers, reference, how it was chosen, unmatched modules) with PyTorch's module outputs as reference."""
@@ -89,10 +103,6 @@ def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: An
     from .torch_ref import TorchReference, build_reference_model, lineage
 
     bridge, pruned = lineage(cand.parent, _manifest(cand.parent), cand.name)
-    if pruned is not None and not all(Path(f"{pruned}{ext}").is_file() for ext in (".json", ".safetensors")):
-        raise InputError(f"the pruned model {pruned.name} that {cand.name} descends from is not in its directory",
-                         expected=f"{pruned.name}.safetensors and {pruned.name}.json beside the artifact",
-                         hint="copy the whole artifact directory")
     net = build_reference_model(model, weights, pruned)
     bridge = bridge if bridge is not None and bridge.is_file() else cand
     bridge_p = _load(bridge)
@@ -102,9 +112,7 @@ def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: An
     matched = [t for t in names if t in ref.modules]
     layers = compare(_load(cand), bridge_p, matched, batches, ref, what="PyTorch's module outputs",
                      modules=ref.modules, **runtime)
-    via = f"forward hooks{', pruned as ' + pruned.name if pruned else ''}; modules matched through {bridge.name}"
-    label = model if isinstance(model, str) else type(model).__name__
-    return layers, f"pytorch ({label})", via, ref.unmatched
+    return layers, _pytorch_label(model), _hooked(pruned, f"modules matched through {bridge.name}"), ref.unmatched
 
 
 def _batches(path: Path, data: str | Path | None, max_batches: int) -> tuple[list[dict[str, np.ndarray]], str]:
@@ -142,7 +150,7 @@ def _tflite(cand: Path, against: Any, data: Any, max_batches: int, model: Any, w
         raise InputError(f"a TFLite artifact runs on LiteRT, not {backend}", hint="leave out --backend")
     manifest = _manifest(cand.parent)
     _bridge, pruned = lineage(cand.parent, manifest, cand.name)
-    entry = next((a for a in (manifest or {}).get("artifacts") or [] if a.get("path") == cand.name), {})
+    entry = _entry(manifest, cand.name) or {}
     net = build_reference_model(model, weights, pruned)
     batches, inputs = _batches(cand, data, max_batches)
     layers, unmatched = compare_tflite(cand, net, batches, (entry.get("meta") or {}).get("input_layout"))
@@ -150,9 +158,8 @@ def _tflite(cand: Path, against: Any, data: Any, max_batches: int, model: Any, w
         raise ArtifactError(f"no tensor of {cand.name} matches a PyTorch module",
                             expected="a TFLite file litert-torch made from this model (its tensors named by "
                                      "module path)", hint="pass the --model the artifact was made from")
-    label = model if isinstance(model, str) else type(model).__name__
-    via = f"forward hooks{', pruned as ' + pruned.name if pruned else ''}; tensors matched by module path"
-    return DebugReport(artifact=str(cand), reference=f"pytorch ({label})", reference_choice=via, inputs=inputs,
+    return DebugReport(artifact=str(cand), reference=_pytorch_label(model),
+                       reference_choice=_hooked(pruned, "tensors matched by module path"), inputs=inputs,
                        layers=layers, jump_share=JUMP_SHARE, unmatched=unmatched, backend="litert",
                        options={"kernels": "builtin"})  # XNNPACK keeps no intermediate tensors
 
@@ -168,7 +175,7 @@ def debug(artifact: str | Path, *, against: str | Path | None = None, data: str 
         raise InputError("--max-batches must be at least 1", found=str(max_batches))
     if backend not in _BACKENDS:
         raise InputError(f"edgesdk debug cannot run ONNX on the {backend!r} backend", expected=" | ".join(_BACKENDS),
-                         hint="TensorRT engines and TFLite files are not debugged yet")
+                         hint="a TFLite file runs on LiteRT by itself; TensorRT engines are not debugged")
     runtime = {"backend": backend, "options": dict(options or {})}
     cand = _candidate(artifact)
     if cand.suffix.lower() == ".tflite":

@@ -161,6 +161,14 @@ class _Stats:
             self.max_ref = max(self.max_ref, float(np.abs(r).max()))
 
 
+def figures(s: _Stats, sqnr: float, input_db: float) -> dict[str, float]:
+    """A layer's figures from its statistics, its SQNR and the SQNR its inputs had."""
+    return {"cosine": round(s.m.cosine(), 6), "sqnr_db": round(sqnr, 2), "max_abs_err": float(s.max_abs),
+            "max_rel_err": float(s.max_abs / s.max_ref) if s.max_ref else 0.0, "input_sqnr_db": round(input_db, 2),
+            "jump_db": round(input_db - sqnr, 2),
+            "added_noise": max(0.0, 10 ** (-sqnr / 10) - 10 ** (-input_db / 10))}
+
+
 def compare_onnx(candidate: str | Path, reference: str | Path, batches: list[Mapping[str, np.ndarray]], *,
                  backend: str = "onnxruntime", options: Mapping[str, Any] | None = None) -> list[LayerDivergence]:
     """Every matched layer of ``candidate`` against ``reference`` over ``batches`` (dicts of graph inputs),
@@ -273,10 +281,7 @@ def _measure(cand_p: Any, ref_p: Any, batches: list[Mapping[str, np.ndarray]], r
         loc = local.get(t) if made_by is not None and made_by.op_type == node.op_type else None
         out.append(LayerDivergence(
             tensor=t, op=node.op_type, node=node.name, module=module, module_class=cls, order=order,
-            shape=shapes[t], cosine=round(s.m.cosine(), 6), sqnr_db=round(sqnr[t], 2),
-            max_abs_err=float(s.max_abs), max_rel_err=float(s.max_abs / s.max_ref) if s.max_ref else 0.0,
-            input_sqnr_db=round(in_db, 2), jump_db=round(in_db - sqnr[t], 2),
-            added_noise=max(0.0, 10 ** (-sqnr[t] / 10) - 10 ** (-in_db / 10)),
+            shape=shapes[t], **figures(s, sqnr[t], in_db),
             local_sqnr_db=round(loc.m.sqnr_db(), 2) if loc is not None and loc.m.n else None,
             candidate_tensor=wanted[t]))
     return sorted(out, key=lambda d: -d.added_noise)

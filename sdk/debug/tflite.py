@@ -24,7 +24,7 @@ import numpy as np
 
 from edgesdk.errors import ArtifactError, InputError
 
-from .layers import LayerDivergence, _input_sqnr, _Stats
+from .layers import LayerDivergence, _input_sqnr, _Stats, figures
 from .torch_ref import hooked_outputs, match_modules
 
 
@@ -194,9 +194,5 @@ def compare_tflite(candidate: str | Path, net: Any, batches: list[Mapping[str, n
         module, cls = match.modules[t]
         layers.append(LayerDivergence(
             tensor=f"t{t}", op=node.op_type, node=node.name, module=module, module_class=cls, order=order,
-            shape=shapes[t], cosine=round(s.m.cosine(), 6), sqnr_db=round(sqnr[t], 2),
-            max_abs_err=float(s.max_abs), max_rel_err=float(s.max_abs / s.max_ref) if s.max_ref else 0.0,
-            input_sqnr_db=round(in_db, 2), jump_db=round(in_db - sqnr[t], 2),
-            added_noise=max(0.0, 10 ** (-sqnr[t] / 10) - 10 ** (-in_db / 10)),
-            candidate_tensor=run.details[int(t)]["name"]))
+            shape=shapes[t], **figures(s, sqnr[t], in_db), candidate_tensor=run.details[int(t)]["name"]))
     return sorted(layers, key=lambda d: -d.added_noise), match.unmatched

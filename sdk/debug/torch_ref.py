@@ -76,6 +76,11 @@ def build_reference_model(model: Any, weights: str | None, pruned: Path | None) 
     if pruned is not None:
         from edgesdk.compress.prune import load_pruned
 
+        if not all(Path(f"{pruned}{ext}").is_file() for ext in (".json", ".safetensors")):
+            raise InputError(f"the pruned model {pruned.name} the artifact descends from is not in its directory",
+                             expected=f"{pruned.name}.safetensors and {pruned.name}.json beside the artifact",
+                             hint="copy the whole artifact directory")
+
         net = load_pruned(net, pruned)
     return net.eval()
 
@@ -132,7 +137,6 @@ def hooked_outputs(net: Any, batch: Mapping[str, np.ndarray]) -> tuple[dict[str,
 @dataclass
 class ModuleMatch:
     modules: dict[str, tuple[str, str]]  # tensor -> (module path, class)
-    aliases: dict[str, str]  # module path -> the child that names the same tensor
     unmatched: dict[str, str]  # module path -> why it has no tensor
 
 
@@ -161,8 +165,7 @@ def match_modules(net: Any, outs: Mapping[str, Any], calls: Mapping[str, int],
         unmatched[p] = ("did not run" if n == 0 else f"ran {n} times per forward" if n > 1 else
                         "returned no single float tensor" if p not in outs else
                         "no tensor of its own in the graph (folded into another op, or renamed)")
-    return ModuleMatch(modules={t: (p, classes[p]) for t, p in chosen.items()},
-                       aliases={p: chosen[t] for p, t in best.items() if chosen[t] != p}, unmatched=unmatched)
+    return ModuleMatch(modules={t: (p, classes[p]) for t, p in chosen.items()}, unmatched=unmatched)
 
 
 def _depth(path: str) -> int:
@@ -174,7 +177,6 @@ class TorchReference:
 
     def __init__(self, net: Any, bridge: Any, names: list[str]) -> None:
         self.net = net
-        self.bridge_names = names
         self.shapes = _static_shapes(bridge)
         made: dict[str, tuple[int, str]] = {}  # tensor -> (graph order, provenance module)
         for i, node in enumerate(bridge.graph.node):
@@ -183,10 +185,10 @@ class TorchReference:
                 continue
             for t in node.output:
                 made[t] = (i, module)
-        self.made = {t: v for t, v in made.items() if t in set(names)}
+        exposed = set(names)
+        self.made = {t: v for t, v in made.items() if t in exposed}
         self.modules: dict[str, tuple[str, str]] = {}  # bridge tensor -> (module path, class)
         self.unmatched: dict[str, str] = {}  # module path -> why it has no tensor
-        self.aliases: dict[str, str] = {}  # module path -> the child that names the same tensor
         self._calls: dict[str, int] = {}
         self._by_module: dict[str, str] = {}  # module path -> bridge tensor
         self._matched = False
@@ -198,7 +200,7 @@ class TorchReference:
     def _match(self, outs: dict[str, Any]) -> None:
         m = match_modules(self.net, outs, self._calls, self.made,
                           lambda t, shape: _fits(self.shapes.get(t), shape))
-        self.modules, self.aliases, self.unmatched = m.modules, m.aliases, m.unmatched
+        self.modules, self.unmatched = m.modules, m.unmatched
         self._by_module = {p: t for t, (p, _c) in m.modules.items()}
         self._matched = True
 

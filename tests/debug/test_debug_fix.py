@@ -72,5 +72,7 @@ def test_fix_bad_input_is_refused_cleanly(work, digits_dir, tmp_path):
         ([str(work / "model.onnx"), "--fix", "--calib", calib, "--min-cosine", "0.99"], "is not one"),
         ([art, "--fix", "--calib", calib, "--min-cosine", "0.99", "--fix-out", art], "would overwrite"),
         ([art, "--fix", "--calib", str(work / "reference.npz"), "--min-cosine", "0.99"], "lacks inputs"),
+        ([art, "--fix", "--calib", calib, "--min-cosine", "0.99", "--against", "pytorch"], "not used with --fix"),
+        ([art, "--fix", "--calib", calib, "--min-cosine", "0.99", "--backend", "openvino"], "not used with --fix"),
     ], tmp_path)  # (the report file: not the artifact directory, which has a report.json)
     assert not (work / "model.int8.fixed.onnx").exists()

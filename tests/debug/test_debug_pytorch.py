@@ -84,6 +84,11 @@ def test_a_pruned_artifact_is_compared_with_the_pruned_model_from_its_directory(
     assert "pruned as model.pruned" in data["reference_choice"] and data["matched_layers"] >= 4
     assert data["first_jump"] is not None  # INT8 noise, against the pruned model
     assert any(len(d["shape"]) == 4 and d["shape"][1] < 32 for d in data["layers"])  # pruned widths (full: 32, 64)
+
+    (out / "model.pruned.json").unlink()  # the pruned shapes gone: refused, not loaded onto the full model
+    res = CliRunner().invoke(main, ["debug", str(out / "model.pruned.int8.onnx"), "--against", "pytorch",
+                                    "--model", FACTORY, "--weights", str(digits_dir / "weights.safetensors")])
+    assert res.exit_code == 2 and "is not in its directory" in res.output and "Traceback" not in res.output
     assert all(0.9 < d["cosine"] <= 1.0 for d in data["layers"])
 
 
