@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fast_by_default.py --out docs/benchmarks-fast.md
 	$(BIN)/python benchmarks/llm.py --out docs/benchmarks-llm.md
 	$(BIN)/python benchmarks/search.py --out docs/benchmarks-search.md
+	$(BIN)/python benchmarks/debug_planted.py --out docs/benchmarks-debug.md
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -88,7 +88,7 @@ class AccuracyBudget:
         import onnx
 
         from edgesdk.debug.layers import compare_onnx
-        from edgesdk.parity import SQNR_CAP_DB
+        from edgesdk.debug.report import loss
 
         sample = {k: v[:32] for k, v in (self.calib or {}).items()}
         if not sample:
@@ -117,9 +117,7 @@ class AccuracyBudget:
             # reads the tensor is quantized: those readers are kept in float with it
             group += [n.name for n in consumers.get(d.tensor, []) if n.name not in group]
             where = f" ({d.module})" if d.module else ""
-            lost = (f"SQNR {d.sqnr_db:.1f} dB from exact inputs" if d.input_sqnr_db >= SQNR_CAP_DB else
-                    f"{d.jump_db:.1f} dB of SQNR lost ({d.input_sqnr_db:.1f} -> {d.sqnr_db:.1f} dB)")
-            ranked.append((group, float(d.jump_db), f"{lost} at {d.tensor}{where}"))
+            ranked.append((group, float(d.jump_db), f"{loss(d)} at {d.tensor}{where}"))
         return ranked
 
     # -- the search -----------------------------------------------------------------

@@ -16,7 +16,7 @@ from edgesdk.parity import SQNR_CAP_DB
 from edgesdk.report.charts import CHARTS_HINT, esc, figure_html, matplotlib_figure, svg_of
 from edgesdk.report.html_view import html_table, page
 
-from .report import DebugReport, agreement, layer_cells, module_of, unmatched_by_reason, where
+from .report import DebugReport, agreement, layer_cells, loss, module_of, unmatched_by_reason, where
 
 _MAX_TICKS = 80  # x labels beyond this many layers are thinned to every k-th
 
@@ -90,8 +90,7 @@ def to_html(report: DebugReport) -> str:
                f"({esc(report.reference_choice)}), on {esc(report.inputs)}; {len(report.layers)} layers matched.</p>")
     if jump is not None:
         summary += (f"<p><b>First jump: {esc(where(jump, quote=''))}</b>, {esc(jump.op)} &rarr; "
-                    f"<code>{esc(jump.tensor)}</code>: SQNR {jump.sqnr_db:.1f} dB after {jump.input_sqnr_db:.1f} dB "
-                    f"at its inputs (cosine {jump.cosine:.5f}).</p>")
+                    f"<code>{esc(jump.tensor)}</code>: {esc(loss(jump))} (cosine {jump.cosine:.5f}).</p>")
     else:
         summary += f"<p>{esc(agreement(report))}</p>"
     if report.unmatched:

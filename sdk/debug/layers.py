@@ -9,7 +9,9 @@ through the exporter's provenance (``pkg.torch.onnx.name_scopes`` / ``class_hier
 edgesdk's export keeps through simplification and onnxruntime's quantizer keeps on compute nodes).
 
 Per layer: cosine, SQNR (dB), max abs and max relative error against the reference, the SQNR its inputs had
-(``jump_db`` is what the layer lost) and the noise it added (relative noise power over that of its inputs);
+(``jump_db`` is what the layer lost), the same per channel (``channel_sqnr_db``: each channel against its
+own power, so an outlier channel that per-tensor INT8 makes round its neighbours away shows where it is) and
+the noise it added, counted per channel (the ranking key);
 for a quantized activation also its own quantization noise (``local_sqnr_db``: the tensor before its
 QuantizeLinear vs after its DequantizeLinear, in the candidate alone).
 
@@ -52,7 +54,9 @@ class LayerDivergence:
     max_rel_err: float
     input_sqnr_db: float  # the lowest SQNR among the layer's inputs (graph inputs are exact)
     jump_db: float  # input_sqnr_db - sqnr_db: what this layer lost
-    added_noise: float  # relative noise power added here: 10^(-sqnr/10) - 10^(-input_sqnr/10)
+    added_noise: float  # relative noise power added here, per channel: 10^(-channel/10) - 10^(-input_channel/10)
+    channel_sqnr_db: float = SQNR_CAP_DB  # SQNR of the average channel (each against its own power)
+    input_channel_sqnr_db: float = SQNR_CAP_DB  # the lowest channel SQNR among its inputs
     local_sqnr_db: float | None = None  # a quantized activation's own quantization noise
     candidate_tensor: str = ""
 
@@ -147,12 +151,29 @@ def _session(model: bytes) -> Any:
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
+DEAD_CHANNEL = 1e-6  # a channel with under this share of the average channel's signal power carries nothing
+
+
+def channel_axis(shape: tuple[int, ...]) -> int | None:
+    """The channel axis of an activation: 1 for NCHW-like tensors (rank 4+), the last for (batch, [sequence,]
+    features); None for a scalar or a vector."""
+    return 1 if len(shape) >= 4 else len(shape) - 1 if len(shape) >= 2 else None
+
+
 class _Stats:
+    """A tensor's comparison figures over batches: moments of the whole tensor, and signal and noise power per
+    channel (see :func:`channel_axis`)."""
+
     def __init__(self) -> None:
         self.m, self.max_abs, self.max_ref = _Moments(), 0.0, 0.0
+        self.signal: np.ndarray | None = None  # per channel: sum of ref^2
+        self.noise: np.ndarray | None = None  # per channel: sum of (ref - cand)^2
+        self.per_channel = True
 
     def add(self, r: np.ndarray, c: np.ndarray) -> None:
-        r, c = np.asarray(r, np.float64).ravel(), np.asarray(c, np.float64).ravel()
+        r, c = np.asarray(r, np.float64), np.asarray(c, np.float64)
+        self._add_channels(r, c)
+        r, c = r.ravel(), c.ravel()
         ok = np.isfinite(r) & np.isfinite(c)
         r, c = r[ok], c[ok]
         self.m.add(r, c)
@@ -160,13 +181,52 @@ class _Stats:
             self.max_abs = max(self.max_abs, float(np.abs(r - c).max()))
             self.max_ref = max(self.max_ref, float(np.abs(r).max()))
 
+    def _add_channels(self, r: np.ndarray, c: np.ndarray) -> None:
+        axis = channel_axis(r.shape)
+        if axis is None or r.shape != c.shape or not self.per_channel:
+            self.per_channel = False
+            return
+        rr, cc = (np.moveaxis(a, axis, 0).reshape(r.shape[axis], -1) for a in (r, c))
+        ok = np.isfinite(rr) & np.isfinite(cc)
+        signal = np.where(ok, rr * rr, 0.0).sum(axis=1)
+        noise = np.where(ok, (rr - cc) ** 2, 0.0).sum(axis=1)
+        if self.signal is None:
+            self.signal, self.noise = signal, noise
+        elif self.signal.shape == signal.shape:
+            self.signal, self.noise = self.signal + signal, self.noise + noise
+        else:  # the channel count changed between batches: the whole-tensor figure stands in
+            self.per_channel = False
 
-def figures(s: _Stats, sqnr: float, input_db: float) -> dict[str, float]:
-    """A layer's figures from its statistics, its SQNR and the SQNR its inputs had."""
+    def channel_sqnr_db(self, whole_db: float) -> float:
+        """SQNR of the average channel: the noise of each live channel relative to that channel's own power
+        (at most all of it), averaged. A channel a downstream weight scales up shows here even when one huge
+        channel dominates the tensor's power; ``whole_db`` (the tensor's SQNR) when there are no channels."""
+        if not self.per_channel or self.signal is None or self.noise is None or not self.signal.any():
+            return whole_db
+        live = self.signal > DEAD_CHANNEL * self.signal.mean()
+        nsr = float(np.minimum(1.0, self.noise[live] / self.signal[live]).mean())
+        return SQNR_CAP_DB if nsr <= 10 ** (-SQNR_CAP_DB / 10) else -10.0 * float(np.log10(nsr))
+
+
+def figures(s: _Stats, sqnr: float, input_db: float, channel_db: float, input_channel_db: float) -> dict[str, float]:
+    """A layer's figures from its statistics, its SQNR and the SQNR its inputs had, whole and per channel;
+    the noise it added is counted per channel."""
     return {"cosine": round(s.m.cosine(), 6), "sqnr_db": round(sqnr, 2), "max_abs_err": float(s.max_abs),
             "max_rel_err": float(s.max_abs / s.max_ref) if s.max_ref else 0.0, "input_sqnr_db": round(input_db, 2),
-            "jump_db": round(input_db - sqnr, 2),
-            "added_noise": max(0.0, 10 ** (-sqnr / 10) - 10 ** (-input_db / 10))}
+            "jump_db": round(input_db - sqnr, 2), "channel_sqnr_db": round(channel_db, 2),
+            "input_channel_sqnr_db": round(input_channel_db, 2),
+            "added_noise": max(0.0, 10 ** (-channel_db / 10) - 10 ** (-input_channel_db / 10))}
+
+
+def scores(stats: Mapping[str, _Stats], producer: Mapping[str, tuple[int, Any]]) -> dict[str, dict[str, float]]:
+    """{tensor: its figures} for every tensor with statistics; ``producer``: tensor -> (order, node), the
+    node's ``input`` naming the tensors it reads (matched ones give its inputs' SQNR; others are traced
+    through, graph inputs and weights are exact)."""
+    sqnr = {t: s.m.sqnr_db() for t, s in stats.items() if s.m.n}
+    channel = {t: stats[t].channel_sqnr_db(db) for t, db in sqnr.items()}
+    input_db, input_channel = _input_sqnr(sqnr, producer), _input_sqnr(channel, producer)
+    return {t: figures(stats[t], sqnr[t], input_db(producer[t][1]), channel[t], input_channel(producer[t][1]))
+            for t in sqnr}
 
 
 def compare_onnx(candidate: str | Path, reference: str | Path, batches: list[Mapping[str, np.ndarray]], *,
@@ -259,14 +319,11 @@ def _measure(cand_p: Any, ref_p: Any, batches: list[Mapping[str, np.ndarray]], r
             if t in local:
                 local[t].add(c[before_q[t]], c[ct])
     producer = {o: (i, n) for i, n in enumerate(ref_p.graph.node) for o in n.output}
-    sqnr = {t: s.m.sqnr_db() for t, s in stats.items() if s.m.n}
-    input_db = _input_sqnr(sqnr, producer)
+    figs = scores(stats, producer)
     cand_node = {o: n for n in cand_p.graph.node for o in n.output}
     out: list[LayerDivergence] = []
-    for t in sorted(sqnr, key=lambda t: producer[t][0]):
+    for t in sorted(figs, key=lambda t: producer[t][0]):
         order, node = producer[t]
-        in_db = input_db(node)
-        s = stats[t]
         if modules is not None:
             module, cls = modules[t]
         else:
@@ -281,7 +338,7 @@ def _measure(cand_p: Any, ref_p: Any, batches: list[Mapping[str, np.ndarray]], r
         loc = local.get(t) if made_by is not None and made_by.op_type == node.op_type else None
         out.append(LayerDivergence(
             tensor=t, op=node.op_type, node=node.name, module=module, module_class=cls, order=order,
-            shape=shapes[t], **figures(s, sqnr[t], in_db),
+            shape=shapes[t], **figs[t],
             local_sqnr_db=round(loc.m.sqnr_db(), 2) if loc is not None and loc.m.n else None,
             candidate_tensor=wanted[t]))
     return sorted(out, key=lambda d: -d.added_noise)

@@ -55,7 +55,8 @@ class DebugReport:
                 "reference": self.reference, "reference_choice": self.reference_choice,
                 "inputs": self.inputs, "matched_layers": len(self.layers),
                 "first_jump": jump.to_dict() if jump else None,
-                "rule": {"ranked_by": "added_noise (relative noise power added by the layer)",
+                "rule": {"ranked_by": "added_noise (noise power the layer adds, relative to each channel's own "
+                                      "power, averaged over channels)",
                          "first_jump": f"first layer in graph order adding >= {self.jump_share:g} of the worst "
                                        "layer's added noise"},
                 "modules": [asdict(m) for m in self.modules], "unmatched_modules": self.unmatched,
@@ -121,9 +122,18 @@ def where(d: LayerDivergence, quote: str = "`") -> str:
     return f"{quote}{d.module or TOP_LEVEL}{quote}{cls}"
 
 
+def loss(d: LayerDivergence) -> str:
+    """What a layer lost, for a sentence: its SQNR (and its average channel's, when that tells more) after what
+    its inputs had, e.g. ``SQNR 33.4 dB (average channel 0.3 dB) from exact inputs``."""
+    chan = f" (average channel {d.channel_sqnr_db:.1f} dB)" if d.channel_sqnr_db < d.sqnr_db - 3 else ""
+    came = ("from exact inputs" if d.input_sqnr_db >= SQNR_CAP_DB
+            else f"after {d.input_sqnr_db:.1f} dB at its inputs")
+    return f"SQNR {d.sqnr_db:.1f} dB{chan} {came}"
+
+
 def layer_cells(d: LayerDivergence) -> dict[str, str]:
     """A layer's figures as display strings, for the Markdown and HTML tables."""
-    return {"cosine": f"{d.cosine:.5f}", "SQNR dB": f"{d.sqnr_db:.1f}",
+    return {"cosine": f"{d.cosine:.5f}", "SQNR dB": f"{d.sqnr_db:.1f}", "channel SQNR dB": f"{d.channel_sqnr_db:.1f}",
             "lost dB": "all (exact inputs)" if d.input_sqnr_db >= SQNR_CAP_DB else f"{d.jump_db:.1f}",
             "own quant. SQNR dB": "-" if d.local_sqnr_db is None else f"{d.local_sqnr_db:.1f}",
             "max abs err": f"{d.max_abs_err:.3g}"}
@@ -152,11 +162,11 @@ def to_markdown(report: DebugReport, top: int = 15) -> str:
              f"Run on {report.runtime}, against {report.reference} ({report.reference_choice}), on {report.inputs}; "
              f"{len(report.layers)} layers matched.", ""]
     if jump is not None:
-        lines += [f"**First jump: {where(jump)}**, {jump.op} -> `{jump.tensor}`: SQNR {jump.sqnr_db:.1f} dB "
-                  f"after {jump.input_sqnr_db:.1f} dB at its inputs (cosine {jump.cosine:.5f}).", ""]
+        lines += [f"**First jump: {where(jump)}**, {jump.op} -> `{jump.tensor}`: {loss(jump)} "
+                  f"(cosine {jump.cosine:.5f}).", ""]
     else:
         lines += [agreement(report), ""]
-    cols = ["cosine", "SQNR dB", "lost dB", "own quant. SQNR dB", "max abs err"]
+    cols = ["cosine", "SQNR dB", "channel SQNR dB", "lost dB", "own quant. SQNR dB", "max abs err"]
     lines += ["| rank | module | op | tensor | " + " | ".join(cols) + " |", "|---" * (4 + len(cols)) + "|"]
     for i, d in enumerate(report.layers[:top], 1):
         cells = layer_cells(d)

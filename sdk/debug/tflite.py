@@ -24,7 +24,7 @@ import numpy as np
 
 from edgesdk.errors import ArtifactError, InputError
 
-from .layers import LayerDivergence, _input_sqnr, _Stats, figures
+from .layers import LayerDivergence, _Stats, scores
 from .torch_ref import hooked_outputs, match_modules
 
 
@@ -185,14 +185,12 @@ def compare_tflite(candidate: str | Path, net: Any, batches: list[Mapping[str, n
     nodes = {str(int(o)): (k, SimpleNamespace(input=[str(int(x)) for x in op["inputs"] if int(x) >= 0],
                                               op_type=op["op_name"], name=f"{op['op_name']}:{op['index']}"))
              for k, op in enumerate(run.ops) for o in op["outputs"]}
-    sqnr = {t: s.m.sqnr_db() for t, s in stats.items() if s.m.n}
-    input_db = _input_sqnr(sqnr, nodes)
+    figs = scores(stats, nodes)
     layers = []
-    for t in sorted(sqnr, key=lambda t: nodes[t][0]):
+    for t in sorted(figs, key=lambda t: nodes[t][0]):
         order, node = nodes[t]
-        s, in_db = stats[t], input_db(node)
         module, cls = match.modules[t]
         layers.append(LayerDivergence(
             tensor=f"t{t}", op=node.op_type, node=node.name, module=module, module_class=cls, order=order,
-            shape=shapes[t], **figures(s, sqnr[t], in_db), candidate_tensor=run.details[int(t)]["name"]))
+            shape=shapes[t], **figs[t], candidate_tensor=run.details[int(t)]["name"]))
     return sorted(layers, key=lambda d: -d.added_noise), match.unmatched
