@@ -301,7 +301,7 @@ class CompressRun:
             return None
         self.say(f"checking {art.name} against PyTorch" + (" (pruned model)" if ref != "pytorch" else ""))
         try:
-            got = self._gate(art, self.outputs_of(ref, ctx.models[ref]))
+            got = self._gate(art, self.outputs_of(ref, ctx.models[ref]), ctx.models[ref], ctx.artifacts)
         except EdgeSDKError as e:
             target = art.meta.get("target")
             if target is None:  # the ONNX artifacts are the spine of the run: their failure is the run's
@@ -328,9 +328,11 @@ class CompressRun:
             return None
         return round(drop(self.metric, self.baseline_accuracy, accuracy), 3)
 
-    def _gate(self, art: Artifact, ref_out: list[Feeds]) -> list[Feeds | None]:
+    def _gate(self, art: Artifact, ref_out: list[Feeds], ref_model: Any, made: list[Artifact]) -> list[Feeds | None]:
         """Run the gate on every backend the artifact is checked on; the first backend's record is the
-        artifact's, the others sit beside it. Returns the first backend's outputs."""
+        artifact's, the others sit beside it. Returns the first backend's outputs. A failure names the first
+        diverging module of ``ref_model`` (the PyTorch model it was checked against; ``made``: the artifacts
+        before it, for the FP32 export it descends from)."""
         from .gate import check
         from .parity import tolerance_for
 
@@ -371,9 +373,28 @@ class CompressRun:
                 self._not_on(art, backend, f"its outputs fail parity there ({rec.result.failure_message()})")
             elif not rec.passed:
                 art.status = "parity_mismatch"
-                self.failures.append(f"{art.name} on {backend}: {rec.result.failure_message()}")
-                log.warning("parity failed for %s on %s: %s", art.name, backend, rec.result.failure_message())
+                pointer = self._culprit(art, backend, ref_model, made)
+                self.failures.append(f"{art.name} on {backend}: {rec.result.failure_message()}; {pointer}")
+                log.warning("parity failed for %s on %s: %s; %s", art.name, backend, rec.result.failure_message(),
+                            pointer)
         return first
+
+    def _culprit(self, art: Artifact, backend: str, ref_model: Any, made: list[Artifact]) -> str:
+        """The first diverging module of a failed artifact from a quick debug pass (edgesdk.debug), recorded in
+        its meta (the manifest has it under --allow-mismatch); the sentence for the parity error."""
+        from edgesdk.debug import culprit
+        from edgesdk.debug.torch_ref import lineage
+
+        if art.format not in ("onnx", "tflite") or (art.format == "onnx" and backend not in ("onnxruntime",
+                                                                                              "openvino")):
+            return f"no per-layer pass for {art.format} on {backend}"
+        self.say(f"tracing {art.name}'s divergence to a module")
+        entries = [{"path": a.name, "format": a.format, "parent": a.parent} for a in [*made, art]]
+        bridge, _pruned = lineage(art.path.parent, {"artifacts": entries}, art.name)
+        found = culprit.culprit(art.path, ref_model, self.reference_inputs, bridge=bridge, backend=backend,
+                                options=art.session_options, layout=art.meta.get("input_layout"))
+        art.meta.setdefault("culprit", {})[backend] = found.to_dict()
+        return found.sentence
 
     def advisory(self, art: Artifact, backend: str) -> bool:
         """True for a backend only "auto" brought in (not named in --backends, not the OpenVINO target): the
@@ -415,8 +436,9 @@ class CompressRun:
             found="\n            ".join(self.failures),
             hint=("check with real inputs first (--calib FILE.npz): generated values may be outside what the model "
                   "was trained on; " if self.generated else "")
-            + "inspect the op named by the exporter warnings, try another --opset or --exporter, "
-              "or keep the artifact anyway with --allow-mismatch (it is then marked in the manifest)")
+            + "inspect the module named above and the op named by the exporter warnings, try another --opset or "
+              "--exporter, or keep the artifact anyway with --allow-mismatch (it is then marked in the manifest) "
+              "and see every layer with `edgesdk debug DIR/FILE --against pytorch --model ...`")
 
     # -- budgets against the original model -------------------------------------------------------------------
     def judge_against_original(self, artifacts: list[Artifact]) -> None:

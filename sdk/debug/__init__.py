@@ -9,7 +9,8 @@ its directory, as the manifest records it: the FP32 export for an INT8 file; no 
 PyTorch (``against="pytorch"`` with ``model``: every module's output through forward hooks, see
 :mod:`edgesdk.debug.torch_ref`), on the directory's reference inputs or ``data``. The artifact runs on onnxruntime or
 OpenVINO (``backend``), through edgesdk's own runtime. A TFLite file runs on LiteRT against PyTorch
-(:mod:`edgesdk.debug.tflite`).
+(:mod:`edgesdk.debug.tflite`). ``compress``'s parity gate runs the same comparison when an artifact fails, to
+name the module where it starts (:mod:`edgesdk.debug.culprit`).
 
 Example::
 
@@ -31,7 +32,7 @@ from edgesdk.verb import make_callable
 from .layers import LayerDivergence, compare_onnx
 from .report import DebugReport, to_markdown
 
-__all__ = ["debug", "DebugReport", "LayerDivergence", "to_markdown", "JUMP_SHARE"]
+__all__ = ["debug", "compare_with_module", "DebugReport", "LayerDivergence", "to_markdown", "JUMP_SHARE"]
 
 JUMP_SHARE = 0.1  # the first jump: the first layer (graph order) adding >= this share of the worst layer's noise
 _BATCHES = 8  # reference batches run by default (each a forward pass of both graphs)
@@ -96,14 +97,21 @@ def _entry(manifest: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     return next((a for a in (manifest or {}).get("artifacts") or [] if a.get("path") == name), None)
 
 
-def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: Any, weights: str | None,
-                     runtime: dict[str, Any]) -> tuple[list[LayerDivergence], str, str, dict[str, str]]:
-    """(layers, reference, how it was chosen, unmatched modules) with PyTorch's module outputs as reference."""
+def compare_with_module(cand: Path, net: Any, batches: list[dict[str, np.ndarray]], *, bridge: Path | None = None,
+                        backend: str = "onnxruntime", options: dict[str, Any] | None = None,
+                        layout: dict[str, str] | None = None) -> tuple[list[LayerDivergence], dict[str, str], str]:
+    """(layers, unmatched modules, how they were matched): the artifact ``cand`` layer by layer against the
+    outputs of ``net``'s modules (forward hooks). An ONNX file's tensors are matched through ``bridge``, the FP32
+    ONNX export it descends from (the file itself when None); a TFLite file's by the module paths in its tensor
+    names (``layout``: the inputs it takes channels-last). ``net`` is not changed: the hooks are removed."""
     from .layers import _load, compare, expose
-    from .torch_ref import TorchReference, build_reference_model, lineage
+    from .torch_ref import TorchReference
 
-    bridge, pruned = lineage(cand.parent, _manifest(cand.parent), cand.name)
-    net = build_reference_model(model, weights, pruned)
+    if cand.suffix.lower() == ".tflite":
+        from .tflite import compare_tflite
+
+        layers, unmatched = compare_tflite(cand, net, batches, layout)
+        return layers, unmatched, "tensors matched by module path"
     bridge = bridge if bridge is not None and bridge.is_file() else cand
     bridge_p = _load(bridge)
     _bytes, names = expose(bridge_p)
@@ -111,8 +119,19 @@ def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: An
     ref(batches[0])  # matches the modules to the bridge's tensors
     matched = [t for t in names if t in ref.modules]
     layers = compare(_load(cand), bridge_p, matched, batches, ref, what="PyTorch's module outputs",
-                     modules=ref.modules, **runtime)
-    return layers, _pytorch_label(model), _hooked(pruned, f"modules matched through {bridge.name}"), ref.unmatched
+                     modules=ref.modules, backend=backend, options=dict(options or {}))
+    return layers, ref.unmatched, f"modules matched through {bridge.name}"
+
+
+def _against_pytorch(cand: Path, batches: list[dict[str, np.ndarray]], model: Any, weights: str | None,
+                     runtime: dict[str, Any]) -> tuple[list[LayerDivergence], str, str, dict[str, str]]:
+    """(layers, reference, how it was chosen, unmatched modules) with PyTorch's module outputs as reference."""
+    from .torch_ref import build_reference_model, lineage
+
+    bridge, pruned = lineage(cand.parent, _manifest(cand.parent), cand.name)
+    net = build_reference_model(model, weights, pruned)
+    layers, unmatched, how = compare_with_module(cand, net, batches, bridge=bridge, **runtime)
+    return layers, _pytorch_label(model), _hooked(pruned, how), unmatched
 
 
 def _batches(path: Path, data: str | Path | None, max_batches: int) -> tuple[list[dict[str, np.ndarray]], str]:
@@ -138,7 +157,6 @@ def _batches(path: Path, data: str | Path | None, max_batches: int) -> tuple[lis
 def _tflite(cand: Path, against: Any, data: Any, max_batches: int, model: Any, weights: str | None,
             backend: str) -> DebugReport:
     """A TFLite file on LiteRT against PyTorch (its tensors are named by module path, not like an ONNX file's)."""
-    from .tflite import compare_tflite
     from .torch_ref import build_reference_model, lineage
 
     if against is None or str(against).lower() != "pytorch":
@@ -153,13 +171,14 @@ def _tflite(cand: Path, against: Any, data: Any, max_batches: int, model: Any, w
     entry = _entry(manifest, cand.name) or {}
     net = build_reference_model(model, weights, pruned)
     batches, inputs = _batches(cand, data, max_batches)
-    layers, unmatched = compare_tflite(cand, net, batches, (entry.get("meta") or {}).get("input_layout"))
+    layout = (entry.get("meta") or {}).get("input_layout")
+    layers, unmatched, how = compare_with_module(cand, net, batches, layout=layout)
     if not layers:
         raise ArtifactError(f"no tensor of {cand.name} matches a PyTorch module",
                             expected="a TFLite file litert-torch made from this model (its tensors named by "
                                      "module path)", hint="pass the --model the artifact was made from")
     return DebugReport(artifact=str(cand), reference=_pytorch_label(model),
-                       reference_choice=_hooked(pruned, "tensors matched by module path"), inputs=inputs,
+                       reference_choice=_hooked(pruned, how), inputs=inputs,
                        layers=layers, jump_share=JUMP_SHARE, unmatched=unmatched, backend="litert",
                        options={"kernels": "builtin"})  # XNNPACK keeps no intermediate tensors
 
