@@ -382,11 +382,10 @@ class CompressRun:
     def _culprit(self, art: Artifact, backend: str, ref_model: Any, made: list[Artifact]) -> str:
         """The first diverging module of a failed artifact from a quick debug pass (edgesdk.debug), recorded in
         its meta (the manifest has it under --allow-mismatch); the sentence for the parity error."""
-        from edgesdk.debug import culprit
+        from edgesdk.debug import ONNX_BACKENDS, culprit
         from edgesdk.debug.torch_ref import lineage
 
-        if art.format not in ("onnx", "tflite") or (art.format == "onnx" and backend not in ("onnxruntime",
-                                                                                              "openvino")):
+        if art.format not in ("onnx", "tflite") or (art.format == "onnx" and backend not in ONNX_BACKENDS):
             return f"no per-layer pass for {art.format} on {backend}"
         self.say(f"tracing {art.name}'s divergence to a module")
         entries = [{"path": a.name, "format": a.format, "parent": a.parent} for a in [*made, art]]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -32,11 +32,12 @@ from edgesdk.verb import make_callable
 from .layers import LayerDivergence, compare_onnx
 from .report import DebugReport, to_markdown
 
-__all__ = ["debug", "compare_with_module", "DebugReport", "LayerDivergence", "to_markdown", "JUMP_SHARE"]
+__all__ = ["debug", "compare_with_module", "ONNX_BACKENDS", "DebugReport", "LayerDivergence", "to_markdown",
+           "JUMP_SHARE"]
 
 JUMP_SHARE = 0.1  # the first jump: the first layer (graph order) adding >= this share of the worst layer's noise
 _BATCHES = 8  # reference batches run by default (each a forward pass of both graphs)
-_BACKENDS = ("onnxruntime", "openvino")  # the runtimes an ONNX candidate can be debugged on
+ONNX_BACKENDS = ("onnxruntime", "openvino")  # the runtimes an ONNX candidate can be debugged on
 
 
 def _manifest(directory: Path) -> dict[str, Any] | None:
@@ -97,9 +98,9 @@ def _entry(manifest: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     return next((a for a in (manifest or {}).get("artifacts") or [] if a.get("path") == name), None)
 
 
-def compare_with_module(cand: Path, net: Any, batches: list[dict[str, np.ndarray]], *, bridge: Path | None = None,
-                        backend: str = "onnxruntime", options: dict[str, Any] | None = None,
-                        layout: dict[str, str] | None = None) -> tuple[list[LayerDivergence], dict[str, str], str]:
+def compare_with_module(cand: Path, net: Any, batches: list[Mapping[str, np.ndarray]], *,
+                        bridge: Path | None = None, backend: str = "onnxruntime",
+                        options: Mapping[str, Any] | None = None, layout: Mapping[str, str] | None = None) -> tuple[list[LayerDivergence], dict[str, str], str]:
     """(layers, unmatched modules, how they were matched): the artifact ``cand`` layer by layer against the
     outputs of ``net``'s modules (forward hooks). An ONNX file's tensors are matched through ``bridge``, the FP32
     ONNX export it descends from (the file itself when None); a TFLite file's by the module paths in its tensor
@@ -192,8 +193,8 @@ def debug(artifact: str | Path, *, against: str | Path | None = None, data: str 
     ``options`` (e.g. ``{"precision": "bf16"}`` on OpenVINO); the reference on onnxruntime's CPU provider."""
     if max_batches < 1:
         raise InputError("--max-batches must be at least 1", found=str(max_batches))
-    if backend not in _BACKENDS:
-        raise InputError(f"edgesdk debug cannot run ONNX on the {backend!r} backend", expected=" | ".join(_BACKENDS),
+    if backend not in ONNX_BACKENDS:
+        raise InputError(f"edgesdk debug cannot run ONNX on the {backend!r} backend", expected=" | ".join(ONNX_BACKENDS),
                          hint="a TFLite file runs on LiteRT by itself; TensorRT engines are not debugged")
     runtime = {"backend": backend, "options": dict(options or {})}
     cand = _candidate(artifact)

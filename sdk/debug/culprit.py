@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import JUMP_SHARE, compare_with_module
+from . import JUMP_SHARE, _hooked, _pytorch_label, compare_with_module
 from .report import FLOAT_AGREEMENT_DB, DebugReport, loss, where
 
 log = logging.getLogger(__name__)
@@ -65,16 +65,16 @@ def culprit(artifact: Path, net: Any, batches: list[Mapping[str, np.ndarray]], *
     cannot do: the parity failure is the error, this only points at it."""
     from edgesdk.errors import EdgeSDKError
 
-    quick = [dict(b) for b in batches[:QUICK_BATCHES]]
+    quick = list(batches[:QUICK_BATCHES])
     try:
         layers, unmatched, how = compare_with_module(Path(artifact), net, quick, bridge=bridge, backend=backend,
-                                                     options=dict(options or {}), layout=dict(layout or {}) or None)
+                                                     options=dict(options or {}), layout=layout)
     except Exception as e:  # a pointer that cannot be made must not replace the parity error it points at
         log.debug("no culprit for %s", artifact, exc_info=True)
         msg = e.one_line() if isinstance(e, EdgeSDKError) else f"{type(e).__name__}: {e}"
         return Culprit(None, error=msg)
-    report = DebugReport(artifact=str(artifact), reference=f"pytorch ({type(net).__name__})",
-                         reference_choice=f"forward hooks; {how}", inputs=f"{len(quick)} reference batches",
+    report = DebugReport(artifact=str(artifact), reference=_pytorch_label(net), reference_choice=_hooked(None, how),
+                         inputs=f"{len(quick)} reference batches",
                          layers=layers, jump_share=JUMP_SHARE, unmatched=unmatched, backend=backend,
                          options=dict(options or {}))
     return Culprit(report)
