@@ -5,7 +5,9 @@
    ``edgesdk debug``'s per-layer comparison: the same implementation as the debug command), worst first.
 3. Keep the worst 1, 2, 4, ... nodes in float and re-quantize until the budget holds or
    nothing is left. The best artifact found is kept either way; the manifest lists every
-   try and the reason each node stayed float.
+   try, the reason each node stayed float (``float_nodes``) and each layer kept in float with its
+   measured SQNR (``float_layers``: its module, tensor, SQNR at its output, of its average channel and
+   at its inputs, the dB it lost, its rank and the nodes kept with it).
 
 Example::
 
@@ -19,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -30,6 +33,17 @@ log = logging.getLogger(__name__)
 _ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Elu",
                 "BatchNormalization"}
 _COMPUTE = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+@dataclass
+class RankedLayer:
+    """A layer the budget may keep in float: its nodes (the layer, the activation fused with it, the readers
+    of its tensor), why (a sentence) and its figures from the per-layer comparison (SQNR at its output, of
+    its average channel and at its inputs, the dB it lost; its tensor and PyTorch module)."""
+
+    nodes: list[str]
+    why: str
+    figures: dict[str, Any]
 
 
 class AccuracyBudget:
@@ -78,8 +92,8 @@ class AccuracyBudget:
             parts.append(f"cosine {s['cosine']:.6f}, {self.q.min_cosine - s['cosine']:.2g} under {self.q.min_cosine}")
         return "; ".join(parts) or "budget met"
 
-    def rank(self, pre: Path, qdq: Path) -> list[tuple[list[str], float, str]]:
-        """(nodes to keep in float, SQNR lost in dB, why) per layer, worst first: ``edgesdk debug``'s
+    def rank(self, pre: Path, qdq: Path) -> list[RankedLayer]:
+        """The layers to keep in float, worst first: ``edgesdk debug``'s
         per-layer comparison of the QDQ model with its float source on calibration samples
         (:func:`edgesdk.debug.layers.compare_onnx`), ranked by the noise each layer adds, so deep layers are
         not blamed for error that came from above. An activation (Relu, Clip, ...) is kept in float together
@@ -117,7 +131,10 @@ class AccuracyBudget:
             # reads the tensor is quantized: those readers are kept in float with it
             group += [n.name for n in consumers.get(d.tensor, []) if n.name not in group]
             where = f" ({d.module})" if d.module else ""
-            ranked.append((group, float(d.jump_db), f"{loss(d)} at {d.tensor}{where}"))
+            ranked.append(RankedLayer(group, f"{loss(d)} at {d.tensor}{where}", {
+                "node": d.node, "op": d.op, "tensor": d.tensor, "module": d.module, "module_class": d.module_class,
+                "sqnr_db": round(d.sqnr_db, 2), "channel_sqnr_db": round(d.channel_sqnr_db, 2),
+                "input_sqnr_db": round(d.input_sqnr_db, 2), "lost_db": round(d.jump_db, 2)}))
         return ranked
 
     # -- the search -----------------------------------------------------------------
@@ -142,21 +159,22 @@ class AccuracyBudget:
 
             base_excl = list(q.exclude)
             info, best = attempt(base_excl, dst)
-            best_info, reasons = info, {}
+            best_info, reasons, layers = info, {}, []
             if not best["met"]:
                 ranking = self.rank(pre, dst)
-                candidates = [r for r in ranking if not set(r[0]) <= set(base_excl)]
+                candidates = [r for r in ranking if not set(r.nodes) <= set(base_excl)]
                 k = 1
                 while candidates and not best["met"]:
                     k = min(k, len(candidates))
-                    excl = list(dict.fromkeys(base_excl + [n for r in candidates[:k] for n in r[0]]))
+                    excl = list(dict.fromkeys(base_excl + [n for r in candidates[:k] for n in r.nodes]))
                     trial = work / f"try{k}.onnx"
                     info, s = attempt(excl, trial)
                     if _better(s, best):
                         os.replace(trial, dst)
                         best, best_info = s, info
-                        reasons = {node: f"{r[2]} (rank {i + 1} of {len(ranking)})"
-                                   for i, r in enumerate(candidates[:k]) for node in r[0]}
+                        reasons = {node: f"{r.why} (rank {i + 1} of {len(ranking)})"
+                                   for i, r in enumerate(candidates[:k]) for node in r.nodes}
+                        layers = [{**r.figures, "rank": i + 1, "nodes": r.nodes} for i, r in enumerate(candidates[:k])]
                     if k == len(candidates):
                         break
                     k *= 2
@@ -171,7 +189,7 @@ class AccuracyBudget:
                         "name (larger and no faster); ship the FP32 artifact, or loosen the budget")
             meta = {"max_accuracy_drop": q.max_accuracy_drop, "min_cosine": q.min_cosine, "met": best["met"],
                     "result": best, "shortfall": None if best["met"] else self.shortfall(best),
-                    "float_nodes": reasons, "tries": tries}
+                    "float_nodes": reasons, "float_layers": layers, "tries": tries}
             return best_info, meta
         finally:
             shutil.rmtree(work, ignore_errors=True)

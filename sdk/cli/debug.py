@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from edgesdk.errors import BudgetError, EdgeSDKError, InputError
+from edgesdk.errors import BudgetError, EdgeSDKError, InputError, ParityError
 
 
 @click.command("debug")
@@ -31,7 +31,8 @@ from edgesdk.errors import BudgetError, EdgeSDKError, InputError
 @click.option("--max-accuracy-drop", type=float,
               help="With --fix: metric points vs the FP32 parent, on the reference set's labelled eval data.")
 @click.option("--fix-out", type=click.Path(dir_okay=False), help="With --fix: the file to write "
-              "(default: <stem>.fixed.onnx beside the artifact).")
+              "(default: <stem>.fixed.onnx beside the artifact; a file in the artifact's directory is parity-checked "
+              "and listed in its manifest).")
 @click.option("--max-batches", type=int, default=8, show_default=True, help="Input batches to run.")
 @click.option("--top", type=int, default=15, show_default=True, help="Layers shown in the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (every layer, worst first).")
@@ -42,7 +43,9 @@ def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
     """Run ARTIFACT (an ONNX or TFLite file) and its reference on the same inputs with every intermediate tensor
     exposed, match the tensors (and the PyTorch modules that made them), and rank the layers by the noise each
     adds: cosine, SQNR, max error, SQNR lost against its inputs, own quantization noise; the first jump is named.
-    --fix keeps the worst layers of an INT8 file in float until a budget holds."""
+    --fix keeps the worst layers of an INT8 file in float until a budget holds and lists the fixed file, with
+    each layer kept in float and its SQNR, in the directory's manifest. Exit 4: the budget was not met; 3: it
+    was, but the fixed file fails the parity gate."""
     from edgesdk.atomic import check_output_path, json_text, write_json, write_text
     from edgesdk.debug import debug as run_debug, to_markdown
     from edgesdk.debug.html import to_html
@@ -99,3 +102,5 @@ def debug(ctx: click.Context, artifact: str, **o: Any) -> None:
         click.echo(to_markdown(report, top=o["top"]))
     if result is not None and not result.met:
         sys.exit(BudgetError.exit_code)
+    if result is not None and result.entry is not None and result.entry["status"] == "parity_mismatch":
+        sys.exit(ParityError.exit_code)  # the budget held, the parity gate's tolerance did not

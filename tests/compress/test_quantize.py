@@ -89,6 +89,11 @@ def test_budget_keeps_worst_layers_in_float(digits, tmp_path):
                                          for why in budget["float_nodes"].values())
     assert budget["tries"][0]["float_nodes"] == 0 and not budget["tries"][0]["met"]
     assert res.manifest["artifacts"][1]["meta"]["quantization"]["nodes_excluded"] == list(budget["float_nodes"])
+    # each layer kept in float, with its measured SQNR (the record `edgesdk debug --fix` writes too)
+    layers = budget["float_layers"]
+    assert layers and {n for r in layers for n in r["nodes"]} == set(budget["float_nodes"])
+    assert all(r["tensor"] and r["lost_db"] == pytest.approx(r["input_sqnr_db"] - r["sqnr_db"], abs=0.02)
+               for r in layers)
 
 
 def test_unmeetable_budget_keeps_best_and_says_by_how_much(digits, tmp_path):
