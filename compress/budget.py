@@ -159,8 +159,15 @@ class AccuracyBudget:
 
             base_excl = list(q.exclude)
             info, best = attempt(base_excl, dst)
-            best_info, reasons, layers = info, {}, []
+            best_info, reasons, layers, source = info, {}, [], None
             if not best["met"]:
+                # every node in float is the float model itself: when that misses the budget (a pruned model
+                # judged against the original), no fallback can meet it, so none is tried
+                source = self.score(pre)
+                if not source["met"]:
+                    self.say(f"the float model it quantizes misses the budget too ({self.shortfall(source)}): "
+                             "no layer kept in float can meet it")
+            if not best["met"] and source["met"]:
                 ranking = self.rank(pre, dst)
                 candidates = [r for r in ranking if not set(r.nodes) <= set(base_excl)]
                 k = 1
@@ -188,7 +195,10 @@ class AccuracyBudget:
                         "the budget kept every quantizable node in float: this 'int8' artifact is FP32 in all but "
                         "name (larger and no faster); ship the FP32 artifact, or loosen the budget")
             meta = {"max_accuracy_drop": q.max_accuracy_drop, "min_cosine": q.min_cosine, "met": best["met"],
-                    "result": best, "shortfall": None if best["met"] else self.shortfall(best),
+                    "result": best, "shortfall": None if best["met"] else self.shortfall(best) + (
+                        "" if source is None or source["met"] else
+                        f"; the float model it quantizes misses the budget too ({self.shortfall(source)})"),
+                    "float_source": source,
                     "float_nodes": reasons, "float_layers": layers, "tries": tries}
             return best_info, meta
         finally:

@@ -107,6 +107,23 @@ def test_unmeetable_budget_keeps_best_and_says_by_how_much(digits, tmp_path):
     assert art["status"] == "budget_not_met" and (tmp_path / "o" / art["path"]).is_file()
 
 
+def test_budget_the_float_model_already_misses_tries_no_fallback(digits, tmp_path):
+    """A pruned model is judged against the original: when pruning alone costs more cosine than the budget
+    allows, keeping layers in float cannot meet it, so no fallback is tried and the reason says so."""
+    model, calib, _ = digits
+    with pytest.raises(BudgetError) as err:
+        edgesdk.compress(model, dict(EXAMPLE), out_dir=tmp_path / "o", calib_data=calib, prune=0.5,
+                         recover_steps=2, prune_min_cosine=0.05, quantize="int8", min_cosine=0.99999,
+                         benchmark=False)
+    assert "the float model it quantizes misses the budget too" in str(err.value)
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    art = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
+    budget = art["meta"]["budget"]
+    assert art["status"] == "budget_not_met" and not budget["met"]
+    assert not budget["float_source"]["met"] and budget["float_source"]["cosine"] < 0.99999
+    assert [t["float_nodes"] for t in budget["tries"]] == [0] and not budget["float_nodes"]
+
+
 def test_bad_quantization_inputs(digits, tmp_path):
     model, calib, _ = digits
     x = dict(EXAMPLE)
