@@ -65,7 +65,9 @@ def _recipe_file(path: str) -> tuple[dict[str, Any] | None, Any]:
 @click.option("--prune-steps", type=int, default=4, show_default=True, help="Points of a --prune range.")
 @click.option("--prune-method", metavar="channel,unstructured,2:4", help="Pruning methods to try (default channel).")
 @click.option("--prune-importance", metavar="l1,l2,bn,taylor", help="Importances to try (default l1).")
-@click.option("--quantize", metavar="fp32,fp16,bf16,int8,int8-dynamic", help="Precisions to try (default fp32).")
+@click.option("--quantize", metavar="fp32,fp16,bf16,int8,int8-dynamic,int8-fallback",
+              help="Precisions to try (default fp32). int8-fallback: static INT8 with the layers it hurts most kept "
+                   "in float until --max-accuracy-drop / --min-cosine holds.")
 @click.option("--backends", metavar="onnxruntime,openvino,litert",
               help="Backends every trial is measured on (default onnxruntime); litert adds the TFLite target.")
 @click.option("--threads", metavar="1,2", help="Thread counts to measure (default: the backend's choice).")

@@ -11,16 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from .pareto import knee_point, latency_interval, pareto_front, within_noise
-from .space import SearchSpace, Trial
-
-_PRECISION = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "int8-dynamic": "int8"}
+from .space import ARTIFACT_PRECISIONS, FALLBACK, FALLBACK_TARGETS, SearchSpace, Trial
 
 
 def leaf_artifacts(record: dict[str, Any], trial: Trial) -> list[dict[str, Any]]:
     """The artifacts the trial is about: its precision, of the pruned model when it prunes (compress also
     makes the unpruned FP32 export along the way; that is another trial's candidate)."""
     arts = (record.get("manifest") or {}).get("artifacts") or []
-    return [a for a in arts if a["precision"] == _PRECISION[trial.precision] and a["pruned"] == bool(trial.prune)]
+    return [a for a in arts if a["precision"] == ARTIFACT_PRECISIONS[trial.precision]
+            and a["pruned"] == bool(trial.prune) and (trial.precision != FALLBACK or a["format"] in FALLBACK_TARGETS)]
 
 
 def candidates_of(record: dict[str, Any], trial: Trial, measurement: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -41,6 +40,7 @@ def candidates_of(record: dict[str, Any], trial: Trial, measurement: dict[str, A
             "threads": row.get("threads"), "batch": row["batch"], "p50": lat["p50"], "p90": lat["p90"],
             "p50_ci": [lat.get("p50_ci_low"), lat.get("p50_ci_high")], "samples_ms": row.get("samples_ms") or [],
             "accuracy": art["accuracy"], "accuracy_drop": art["accuracy_drop"], "cosine": art["cosine"],
+            "float_nodes": art.get("float_nodes", 0),  # nodes an int8-fallback trial kept in float
             "size_mb": round(art["size_bytes"] / 1e6, 6), "sha256": art["sha256"],
             "peak_rss_mb": row.get("peak_rss_mb"), "parity_passed": art["parity_passed"],
             "device_parity_passed": (check.get("parity") or {}).get("passed"),

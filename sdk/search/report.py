@@ -29,7 +29,8 @@ def candidate_rows(state: dict[str, Any]) -> list[dict[str, str]]:
     for c in order:
         mark = "knee" if c["knee"] else ("front" if c["on_front"] else ("~knee" if c["near_knee"] else ""))
         lo, hi = c.get("latency_ci") or (None, None)
-        rows.append({"": mark, "candidate": c["label"], "backend": c["backend"],
+        kept = f" ({c['float_nodes']} nodes in float)" if c.get("float_nodes") else ""
+        rows.append({"": mark, "candidate": c["label"] + kept, "backend": c["backend"],
                      "threads": str(c["threads"] or "auto"), "batch": str(c["batch"]),
                      f"{lat} ms": fmt(c[lat]), "95% interval": f"{fmt(lo)}-{fmt(hi)}",
                      quality: fmt(c.get(quality), ".2f" if quality == "accuracy" else ".5f"),

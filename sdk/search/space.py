@@ -20,7 +20,14 @@ from typing import Any, Mapping
 
 from edgesdk.errors import InputError
 
-PRECISIONS = {"fp32": "none", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "int8-dynamic": "int8-dynamic"}
+# precision -> compress's quantize mode; int8-fallback is static INT8 under the search's accuracy budget: the
+# layers INT8 hurts most are kept in float until it holds (compress's accuracy budget, edgesdk.compress.budget)
+PRECISIONS = {"fp32": "none", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "int8-dynamic": "int8-dynamic",
+              "int8-fallback": "int8"}
+ARTIFACT_PRECISIONS = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "int8-dynamic": "int8",
+                       "int8-fallback": "int8"}  # the precision its manifest entries carry
+FALLBACK = "int8-fallback"
+FALLBACK_TARGETS = ("onnx",)  # the accuracy budget re-quantizes ONNX; LiteRT's INT8 has no per-layer fallback
 BACKEND_TARGETS = {"onnxruntime": "onnx", "openvino": "onnx", "litert": "tflite", "tensorrt": "tensorrt"}
 LATENCY_STATS = ("p50", "p90")
 DEFAULT_PRUNE_STEPS = 4
@@ -141,6 +148,14 @@ class SearchSpace:
         if bad:
             raise InputError(f"unknown precision {bad[0]!r} in the search space", expected=", ".join(PRECISIONS),
                              found=",".join(self.precisions))
+        if FALLBACK in self.precisions and self.budgets.max_accuracy_drop is None and self.budgets.min_cosine is None:
+            raise InputError(f"{FALLBACK} keeps layers in float until the accuracy budget holds: the search has none",
+                             expected="--max-accuracy-drop POINTS and/or --min-cosine C",
+                             hint="give a budget, or search plain int8")
+        if FALLBACK in self.precisions and not any(BACKEND_TARGETS.get(b) in FALLBACK_TARGETS for b in self.backends):
+            raise InputError(f"{FALLBACK} is ONNX INT8 with layers kept in float: none of the backends runs it",
+                             expected="onnxruntime or openvino among --backends", found=",".join(self.backends),
+                             hint="LiteRT's INT8 has no per-layer fallback; search plain int8 there")
         bad = [b for b in self.backends if b not in BACKEND_TARGETS]
         if bad:
             raise InputError(f"unknown backend {bad[0]!r} in the search space", expected=", ".join(BACKEND_TARGETS),

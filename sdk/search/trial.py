@@ -23,7 +23,7 @@ from typing import Any
 from edgesdk.errors import BudgetError, EdgeSDKError
 from edgesdk.intake import ModelSource
 
-from .space import PRECISIONS, SEARCH_RECOVER_STEPS, SearchSpace, Trial
+from .space import BACKEND_TARGETS, FALLBACK, FALLBACK_TARGETS, PRECISIONS, SEARCH_RECOVER_STEPS, SearchSpace, Trial
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,27 @@ class MeasureSpec:
 def trial_recipe(base: Any, trial: Trial, space: SearchSpace) -> Any:
     """The compress recipe of one trial: the base recipe with the trial's prune setting and precision, the
     targets its backends need, verified on those backends; benchmarking is left to the measurement step.
-    Recovery runs a fixed number of steps so that ``best.yaml`` reproduces the artifact."""
+    Recovery runs a fixed number of steps so that ``best.yaml`` reproduces the artifact.
+
+    An ``int8-fallback`` trial quantizes under the search's accuracy budget, judged as the search judges
+    candidates, against the original model: compress keeps the layers INT8 hurts most in float until it
+    holds, and the manifest lists each with its SQNR (``meta.budget``). When a pruned model already misses
+    the budget in float, no fallback is tried and the trial fails saying so. The pruned model's own budget
+    stays what a plain trial has (the recipe's, else compress's default), so the fallback changes the
+    quantization only."""
     from edgesdk.recipe import apply_options
 
     options: dict[str, Any] = {"quantize": PRECISIONS[trial.precision], "targets": space.targets,
                                "backends": space.backends, "benchmark": False, "batches": space.batches}
+    if trial.precision == FALLBACK:
+        from edgesdk.run import DEFAULT_PRUNE_MAX_DROP
+
+        b = space.budgets
+        options.update(max_accuracy_drop=b.max_accuracy_drop, min_cosine=b.min_cosine,  # ONNX only: see space
+                       targets=FALLBACK_TARGETS,
+                       backends=tuple(x for x in space.backends if BACKEND_TARGETS[x] in FALLBACK_TARGETS))
+        if trial.prune and base.prune.max_accuracy_drop is None:  # else compress would judge pruning by it too
+            options["prune_max_accuracy_drop"] = DEFAULT_PRUNE_MAX_DROP
     if trial.prune:
         options.update(prune=trial.prune, prune_method=trial.prune_method, prune_importance=trial.importance,
                        prune_max=None)
@@ -146,7 +162,8 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
                      "pruned": meta.get("reference", "pytorch") != "pytorch",
                      "parity_passed": (a.get("parity") or {}).get("passed"),
                      "accuracy": vs.get("accuracy", a.get("accuracy")), "accuracy_drop": vs.get("accuracy_drop"),
-                     "cosine": vs.get("cosine")})
+                     "cosine": vs.get("cosine"),
+                     "float_nodes": len((meta.get("budget") or {}).get("float_nodes") or {})})
     cache = [{"artifact": a["name"], "stage": a.get("stage"), **(a.get("meta") or {})["cache"]}
              for a in manifest.get("artifacts", []) if (a.get("meta") or {}).get("cache")]
     return {"artifacts": arts, "stage_cache": cache, "baseline_accuracy": (manifest.get("model") or {}).get("accuracy"),

@@ -44,14 +44,18 @@ def test_every_front_point_meets_the_budget_and_the_knee_reproduces(searched, di
     assert (out / knee["artifact_dir"] / "manifest.json").is_file()
     assert "<svg" in (out / "search.html").read_text() and "Knee point" in (out / "search.md").read_text()
 
-    again = tmp_path / "again"
+    made = _remake(out / knee["best_yaml"], digits_dir, tmp_path / "again")
+    assert made[knee["artifact"]]["sha256"] == knee["sha256"]
+
+
+def _remake(best_yaml: Path, digits_dir: Path, out: Path) -> dict[str, dict]:
+    """compress the digits model from a candidate's best.yaml; its manifest entries by name."""
     res = CliRunner().invoke(main, ["-q", "compress", f"{DIGITS_MODEL}:build", "--weights",
                                     str(digits_dir / "weights.safetensors"), "--input", "x:1x1x8x8", "--calib",
                                     str(digits_dir / "calib.npz"), "--eval-data", str(digits_dir / "eval.npz"),
-                                    "--recipe", str(out / knee["best_yaml"]), "-o", str(again)])
+                                    "--recipe", str(best_yaml), "-o", str(out)])
     assert res.exit_code == 0, res.output
-    made = {a["name"]: a["sha256"] for a in json.loads((again / "manifest.json").read_text())["artifacts"]}
-    assert made[knee["artifact"]] == knee["sha256"]
+    return {a["name"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
 
 
 def test_a_front_point_of_a_trial_with_several_targets_reproduces_alone(search_flags, digits_dir, tmp_path):
@@ -143,6 +147,7 @@ def test_bad_input_is_refused_and_nothing_is_written(search_flags, tmp_path, dig
          + ["--max-accuracy-drop", "1"], "needs labelled eval data"),
         ([a for a in search_flags(tmp_path / "f") if a not in ("--calib", str(digits_dir / "calib.npz"))],
          "need calibration data"),
+        (search_flags(tmp_path / "h", "0", "int8-fallback"), "the search has none"),
     ]
     for args, words in cases:
         res = CliRunner().invoke(main, args)
@@ -154,3 +159,30 @@ def test_bad_input_is_refused_and_nothing_is_written(search_flags, tmp_path, dig
     res = CliRunner().invoke(main, search_flags(tmp_path / "g", "0", "fp32"))
     assert res.exit_code == 2 and "not a search directory" in res.output
     assert [p.name for p in (tmp_path / "g").iterdir()] == ["mine.txt"]
+
+
+def test_int8_with_per_layer_fallback_meets_a_cosine_plain_int8_misses(search_flags, digits_dir, tmp_path):
+    """int8-fallback is a trial of the space: compress's accuracy budget keeps the layers INT8 hurts most in
+    float until the search's --min-cosine holds; plain INT8 of the same model misses it (as the debug --fix
+    test finds for this model) and is judged infeasible, the fallback meets it with nodes in float, listed
+    with their SQNR in its trial's manifest."""
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, search_flags(out, "0", "int8,int8-fallback", "onnxruntime",
+                                                "--min-cosine", "0.99999", "--engine", "local"))
+    assert res.exit_code == 0, res.output
+    st = json.loads((out / "search.json").read_text())
+    by = {c["label"]: c for c in st["candidates"]}
+    plain, fallback = by["int8"], by["int8-fallback"]
+    assert not plain["feasible"] and any("cosine" in r for r in plain["reasons"]) and plain["float_nodes"] == 0
+    assert fallback["float_nodes"] > 0 and fallback["cosine"] > plain["cosine"]
+    assert fallback["on_front"] and st["knee"] == fallback["id"]
+    manifest = json.loads((Path(st["trials"][fallback["trial"]]["out_dir"]) / "manifest.json").read_text())
+    budget = next(a for a in manifest["artifacts"] if a["precision"] == "int8")["meta"]["budget"]
+    assert budget["met"] and budget["min_cosine"] == 0.99999 and budget["result"]["cosine"] >= 0.99999
+    assert len(budget["float_nodes"]) == fallback["float_nodes"]
+    assert budget["float_layers"] and all("sqnr_db" in r and r["nodes"] for r in budget["float_layers"])
+    assert "nodes in float" in (out / "search.md").read_text()
+    # its best.yaml carries the budget: compress re-makes the same file, the same nodes in float
+    made = _remake(out / fallback["best_yaml"], digits_dir, tmp_path / "again")
+    assert made[fallback["artifact"]]["sha256"] == fallback["sha256"]
+    assert list(made[fallback["artifact"]]["meta"]["budget"]["float_nodes"]) == list(budget["float_nodes"])

@@ -53,6 +53,27 @@ def test_yaml_section_with_flags_over_it():
         SearchSpace.from_yaml_section({"budgets": {"max_speed": 1}})
 
 
+def test_int8_fallback_needs_a_budget_and_carries_it_into_the_trial_recipe():
+    from edgesdk.recipe import Recipe
+    from edgesdk.search.trial import trial_recipe
+
+    with pytest.raises(InputError, match="the search has none"):
+        SearchSpace.from_options(precisions="int8-fallback")
+    space = SearchSpace.from_options(prune="0,0.5", precisions="int8,int8-fallback", max_accuracy_drop=1.0)
+    plain, fallback, _, pruned = (trial_recipe(Recipe(), t, space) for t in space.trials())
+    assert fallback.quantize.mode == "int8" and fallback.quantize.max_accuracy_drop == 1.0
+    assert plain.quantize.mode == "int8" and plain.quantize.max_accuracy_drop is None
+    # the pruned model keeps the budget a plain trial has (compress's default), not the quantization's
+    assert pruned.quantize.max_accuracy_drop == 1.0 and pruned.prune.max_accuracy_drop == 2.0
+    # the fallback re-quantizes ONNX: with LiteRT in the space its trial makes and checks the ONNX file only
+    space = SearchSpace.from_options(precisions="int8,int8-fallback", backends="onnxruntime,litert", min_cosine=0.99)
+    plain, fallback = (trial_recipe(Recipe(), t, space) for t in space.trials())
+    assert plain.targets == ("onnx", "tflite") and fallback.targets == ("onnx",)
+    assert fallback.benchmark.backends == ("onnxruntime",) and fallback.quantize.min_cosine == 0.99
+    with pytest.raises(InputError, match="none of the backends runs it"):
+        SearchSpace.from_options(precisions="int8-fallback", backends="litert", min_cosine=0.99)
+
+
 def test_budget_shortfalls_name_each_miss():
     b = Budgets(max_accuracy_drop=1.0, max_latency_ms=2.0, max_size_mb=1.0, max_rss_mb=None, min_cosine=0.99)
     c = {"accuracy_drop": 1.5, "p50": 1.0, "size_mb": 3.0, "cosine": 0.999}
