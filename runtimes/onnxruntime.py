@@ -150,18 +150,31 @@ class OrtSession(Session):
         for ep in self.providers:
             if isinstance(ep, tuple) and ep[1].get("trt_engine_cache_path"):
                 Path(ep[1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        self._sess = self._open(ort, so)
+        if self._sess.get_providers() == ["CPUExecutionProvider"] and any(
+                t.type == "tensor(float16)" for t in (*self._sess.get_inputs(), *self._sess.get_outputs())):
+            # onnxruntime's CPU EP runs an fp16 graph through Casts it inserts around ops without fp16 kernels,
+            # and its buffer reuse then hands those Casts a buffer of an earlier run's shape (measured with 1.32
+            # on the builder's fp16 LLM: "Shape mismatch attempting to re-use buffer. {4,1,128} != {4,33,128}"
+            # on the first decode step after a prefill); without reuse every run allocates afresh and is right
+            so.enable_mem_reuse = False
+            self._sess = self._open(ort, so)
+            self.notes.append("fp16 graph on the CPU: onnxruntime's buffer reuse is off (it mis-sizes the casts "
+                              "it inserts around ops without fp16 kernels)")
+        self.providers = self._sess.get_providers()
+        self._in = [_spec(i) for i in self._sess.get_inputs()]
+        self._out = [_spec(o) for o in self._sess.get_outputs()]
+        self._out_names = [o.name for o in self._out]
+
+    def _open(self, ort: Any, so: Any) -> Any:
         try:
-            self._sess = ort.InferenceSession(str(self.path), so, providers=self.providers)
+            return ort.InferenceSession(str(self.path), so, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own pybind exception types
             first = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
             raise ArtifactError(f"onnxruntime cannot load {self.path}", expected="a complete, valid ONNX model",
                                 found=f"{type(e).__name__}: {first}",
                                 hint="the file may be truncated or corrupt; re-export it, or check it with "
                                      "`edgesdk inspect`") from e
-        self.providers = self._sess.get_providers()
-        self._in = [_spec(i) for i in self._sess.get_inputs()]
-        self._out = [_spec(o) for o in self._sess.get_outputs()]
-        self._out_names = [o.name for o in self._out]
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._out_names, self._sess.run(self._out_names, feeds)))

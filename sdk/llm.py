@@ -58,10 +58,10 @@ class LLMOptions:
                              found=f"--quantize {','.join(self.precisions)}", hint="add int4 to --quantize")
 
     def quant_for(self, precision: str) -> Any:
-        """The WeightOnly choice for ``int4``/``int8`` (None for fp32)."""
-        from edgesdk.compress.llm.quantize import WeightOnly
+        """The WeightOnly choice for ``int4``/``int8`` (None for fp32 and fp16)."""
+        from edgesdk.compress.llm.quantize import WEIGHT_ONLY, WeightOnly
 
-        if precision == "fp32":
+        if precision not in WEIGHT_ONLY:
             return None
         bits = int(precision[3:])
         return WeightOnly(bits=bits, block_size=self.int4_block_size, symmetric=not self.int4_asym,
@@ -80,7 +80,8 @@ def parse_precisions(text: str | None) -> tuple[str, ...]:
     if bad:
         raise InputError(f"--quantize {text!r} is not a precision for language models",
                          expected=f"a comma list of {', '.join(PRECISIONS)} (e.g. int4,fp32)", found=", ".join(bad),
-                         hint="int4 and int8 are weight-only (MatMulNBits); fp32 is always made as the reference")
+                         hint="int4 and int8 are weight-only (MatMulNBits), fp16 is half precision throughout; fp32 is always "
+                              "made as the reference")
     return tuple(dict.fromkeys(["fp32", *names]))
 
 
@@ -120,6 +121,7 @@ def compress_llm(model: str, out_dir: str | Path, options: LLMOptions, *, built:
             _judge(arts, src, ref, options, say)
             if options.benchmark:
                 _benchmark(arts, options, say)
+                warnings += _slower_than_fp32(arts)
             manifest, report, md = _write(stage, src, arts, evals, plan, options, warnings)
     return LLMResult(Path(out_dir), manifest, report, md)
 
@@ -147,12 +149,14 @@ def _export_all(src: Any, options: LLMOptions, stage: Path, work: Path,
                 say: Callable[[str], None]) -> tuple[list[Any], list[str]]:
     """One artifact per precision, fp32 first; the builder route falls back to torch export (with a warning)
     when the builder cannot build this model's config."""
-    from edgesdk.compress.llm.export import ROUTE_TORCH, BuilderFailed, export_artifact, route_for
+    from edgesdk.compress.llm.export import ROUTE_TORCH, BuilderFailed, export_artifact, refuse_unmade, route_for
     from edgesdk.pipeline import Artifact
 
     (route, why), warnings, arts = route_for(src), [], []
     if why:
         warnings.append(f"{src.architecture} is exported with torch export: {why}")
+    for precision in options.precisions:  # refused before any export runs
+        refuse_unmade(src, precision, route)
     fp32 = None
     for precision in options.precisions:
         quant = options.quant_for(precision)
@@ -221,6 +225,25 @@ def _benchmark(arts: list[Any], options: LLMOptions, say: Callable[[str], None])
                                                        gen_len=options.gen_len, batch=1)
         finally:
             sess.close()
+
+
+def _slower_than_fp32(arts: list[Any]) -> list[str]:
+    """A warning for each artifact that decodes slower than the fp32 one on this machine, measured side by side:
+    fp16 on a CPU without fp16 arithmetic, int4 with the wrong kernels - smaller is not faster there."""
+    def rate(a: Any) -> float | None:
+        return (a.meta.get("benchmark") or {}).get("decode_tokens_per_s")
+
+    ref = next((rate(a) for a in arts if a.precision == "fp32"), None)
+    said = []
+    for a in arts:
+        if a.precision != "fp32" and ref and rate(a) and rate(a) < ref:
+            said.append(f"{a.name} decodes at {rate(a):.1f} tokens/s, {rate(a) / ref:.2f}x the fp32 artifact's "
+                        f"{ref:.1f} on this machine: it is smaller, not faster here"
+                        + (" (this CPU has no fp16 arithmetic: onnxruntime converts around the ops it lacks fp16 "
+                           "kernels for); ship fp32 or int4 on it, fp16 pays on GPUs and CPUs with fp16 arithmetic"
+                           if a.precision == "fp16" else ""))
+            log.warning(said[-1])
+    return said
 
 
 def _entry(stage: Path, art: Any) -> dict[str, Any]:

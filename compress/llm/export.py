@@ -86,11 +86,22 @@ def route_for(src: LLMSource) -> tuple[str, str | None]:
     return ROUTE_BUILDER, None
 
 
+def refuse_unmade(src: LLMSource, precision: str, route: str) -> None:
+    """ExportError when ``route`` does not make ``precision``: fp16 comes from the builder only (torch export's
+    graph would need every op's CPU fp16 kernel, which onnxruntime does not have)."""
+    if precision == "fp16" and route == ROUTE_TORCH:
+        raise ExportError(f"the fp16 artifact of {src.architecture} is not made: fp16 comes from onnxruntime-genai's "
+                          "builder, and this model goes through torch export",
+                          expected=f"an architecture the builder builds ({', '.join(sorted(BUILDER_ARCHITECTURES))})",
+                          hint="leave fp16 out of --quantize; int8/int4 weight-only work on this route")
+
+
 def export_artifact(src: LLMSource, precision: str, quant: WeightOnly | None, out: Path, work: Path,
                     route: str, fp32: Made | None = None) -> Made:
     """Write ``out/`` (model.onnx + data, tokenizer, generation and genai configs) for one precision by
     ``route``. Quantized precisions start from the ``fp32`` artifact where the route quantizes afterwards (torch
     export, and HQQ on the builder route)."""
+    refuse_unmade(src, precision, route)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     model = out / "model.onnx"

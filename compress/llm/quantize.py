@@ -26,7 +26,8 @@ from edgesdk.errors import ExportError, InputError
 
 BLOCK_SIZES = (32, 64, 128)
 METHODS = ("rtn", "hqq")
-PRECISIONS = ("fp32", "int4", "int8")
+PRECISIONS = ("fp32", "fp16", "int4", "int8")  # fp16: every weight, activation and the KV cache in half
+WEIGHT_ONLY = ("int4", "int8")
 
 
 @dataclass(frozen=True)

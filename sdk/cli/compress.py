@@ -111,10 +111,10 @@ def _dynamic_dims(specs: list[Any], texts: tuple[str, ...]) -> dict[str, Any] | 
               "onnxruntime,openvino (default: the default backend of each format).")
 @click.option("--warmup", type=int, help="Warm-up runs per benchmark (default 10).")
 @click.option("--iterations", type=int, help="Timed runs per benchmark (default 100).")
-@click.option("--quantize", metavar="|".join(QUANT_MODES) + "|LLM:fp32,int4,int8",
+@click.option("--quantize", metavar="|".join(QUANT_MODES) + "|LLM:fp32,fp16,int4,int8",
               help="Quantize the ONNX artifact (int8 = static QDQ with --calib; int8-dynamic for transformers). "
-                   "For a language model: a comma list of fp32, int4, int8 (weight-only MatMulNBits; fp32 is "
-                   "always made as the reference).")
+                   "For a language model: a comma list of fp32, fp16 (builder route), int4, int8 (weight-only "
+                   "MatMulNBits; fp32 is always made as the reference).")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), help="INT8 calibration.")
 @click.option("--per-channel/--per-tensor", default=None, help="INT8 weight granularity (default per-channel).")
 @click.option("--quant-target", type=click.Choice(QUANT_TARGETS),

@@ -149,6 +149,51 @@ def test_a_failing_artifact_fails_the_run_and_writes_nothing(llama_run, tmp_path
     assert res.exit_code == 3 and _entry(out, "int4")["status"] == "parity_failed"
 
 
+def test_fp16_from_the_builder_holds_parity_and_decodes_through_its_cache(llama_run, tmp_path):
+    """fp16 weights, activations and KV cache: parity runs the cache decode loop (the generate that onnxruntime's
+    CPU buffer reuse broke on the first step after a prefill), and the session says reuse is off."""
+    from edgesdk.runtimes import load
+
+    folder, _, _ = llama_run
+    out = tmp_path / "out"
+    res = _compress(folder, "--quantize", "fp16", "--no-benchmark", "-o", out)
+    assert res.exit_code == 0, res.output
+    fp16 = _entry(out, "fp16")
+    assert fp16["meta"]["route"] == "onnxruntime-genai builder" and fp16["parent"] == "fp32"
+    ins = {s["name"]: s["dtype"] for s in fp16["meta"]["io"]["inputs"]}
+    assert ins["past_key_values.0.key"] == "float16" and "position_ids" in ins
+    p = fp16["parity"]
+    assert p["passed"], p["failures"]
+    assert p["prefill"]["cosine"] >= 0.9999 and p["greedy"]["stepwise_agreement"] >= 0.95, p
+    assert fp16["weights_bytes"] < 0.6 * _entry(out, "fp32")["weights_bytes"]
+    with load(out, artifact="fp16") as sess:
+        assert any("buffer reuse is off" in n for n in sess.notes)
+        ids = np.array([[5, 6, 7, 8], [9, 10, 11, 12]])
+        assert sess.generate(ids, max_new_tokens=6).shape == (2, 6)  # several decode steps through the cache
+
+
+def test_an_artifact_slower_than_fp32_is_said_plainly():
+    from types import SimpleNamespace
+
+    from edgesdk.llm import _slower_than_fp32
+
+    def art(precision: str, rate: float | None) -> SimpleNamespace:
+        return SimpleNamespace(name=precision, precision=precision, meta={"benchmark": {"decode_tokens_per_s": rate}})
+
+    said = _slower_than_fp32([art("fp32", 100.0), art("fp16", 54.0), art("int4", 120.0), art("int8", None)])
+    assert len(said) == 1 and said[0].startswith("fp16 decodes at 54.0 tokens/s, 0.54x the fp32 artifact's 100.0")
+    assert "no fp16 arithmetic" in said[0]
+    assert _slower_than_fp32([art("fp32", 100.0), art("int4", 80.0)])[0].endswith("smaller, not faster here")
+
+
+def test_fp16_of_a_torch_export_model_is_refused_before_anything_is_exported(tmp_path, tokenizer_dir):
+    folder = _folder(tmp_path, tokenizer_dir, "gpt2")
+    out = tmp_path / "out"
+    res = _compress(folder, "--quantize", "fp16", "-o", out)
+    assert res.exit_code == 2 and "fp16 comes from onnxruntime-genai's builder" in res.output, res.output
+    assert "exporting" not in res.output and "Traceback" not in res.output and not out.exists()
+
+
 def test_gpt2_goes_through_torch_export_in_the_same_layout(tmp_path, tokenizer_dir):
     folder = _folder(tmp_path, tokenizer_dir, "gpt2")
     out = tmp_path / "out"
