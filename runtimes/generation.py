@@ -350,6 +350,17 @@ def _genai_loop(session: Any, ids: np.ndarray, sampling: Sampling, config: LMCon
     return tokens.result()
 
 
+_HALF_ON_CPU = ("an fp16 model on the CPU crashes onnxruntime-genai on its first decode step (onnxruntime's buffer "
+                "reuse mis-sizes the casts it inserts around ops without fp16 kernels; genai cannot turn it off)")
+
+
+def _half_on_cpu(session: Any) -> bool:
+    """An fp16 cache (the builder's fp16 graph) in a session on the CPU EP only."""
+    providers = getattr(session, "providers", None) or []
+    on_cpu = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
+    return on_cpu and any(t.dtype == "float16" for t in getattr(session, "inputs", ()) if "past_key_values" in t.name)
+
+
 def resolve_engine(session: Any, engine: str = "auto", *, ragged: bool = False,
                    eos_token_id: int | Sequence[int] | None = None) -> str:
     """The engine that will run: ``engine`` itself ("onnxruntime", or "genai" after checking it can), or for
@@ -368,7 +379,8 @@ def resolve_engine(session: Any, engine: str = "auto", *, ragged: bool = False,
         # changes the tokens where greedy would pick eos
         never_stops = eos_token_id is not None and not _ids(eos_token_id)
         usable = (config.genai and getattr(session, "backend", None) == "onnxruntime" and not ragged and own_eos
-                  and not never_stops and importlib.util.find_spec("onnxruntime_genai") is not None)
+                  and not never_stops and not _half_on_cpu(session)
+                  and importlib.util.find_spec("onnxruntime_genai") is not None)
         if usable:
             try:
                 _genai_model(session)  # a model_type genai does not know (a torch-export folder, say) fails here
@@ -379,7 +391,8 @@ def resolve_engine(session: Any, engine: str = "auto", *, ragged: bool = False,
     if engine == "genai":
         why = ("the model's folder has no genai_config.json" if not config.genai else
                "the prompts have different lengths (onnxruntime-genai mishandles padded batches)" if ragged else
-               "onnxruntime-genai stops at the eos of genai_config.json only" if not own_eos else None)
+               "onnxruntime-genai stops at the eos of genai_config.json only" if not own_eos else
+               _HALF_ON_CPU if _half_on_cpu(session) else None)
         if why:
             raise InputError(f"engine='genai' cannot run this: {why}", hint="use engine='onnxruntime' (the plain "
                              "loop runs any model in the layout, any batch, any stop tokens)")

@@ -170,6 +170,15 @@ def test_fp16_from_the_builder_holds_parity_and_decodes_through_its_cache(llama_
         assert any("buffer reuse is off" in n for n in sess.notes)
         ids = np.array([[5, 6, 7, 8], [9, 10, 11, 12]])
         assert sess.generate(ids, max_new_tokens=6).shape == (2, 6)  # several decode steps through the cache
+        from edgesdk.errors import InputError
+        from edgesdk.runtimes.generation import resolve_engine
+
+        assert resolve_engine(sess, "auto") == "onnxruntime"  # genai would crash on it (no way to turn reuse off)
+        with pytest.raises(InputError, match="fp16 model on the CPU crashes onnxruntime-genai"):
+            resolve_engine(sess, "genai")
+    res = CliRunner().invoke(main, ["generate", str(out), "--artifact", "fp16", "--prompt", "def", "--max-new-tokens",
+                                    "4"])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
 
 
 def test_an_artifact_slower_than_fp32_is_said_plainly():
