@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -350,14 +350,8 @@ def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision
         except Exception as e:  # litert-torch raises many types (lowering, MLIR, export)
             raise _conversion_error(e) from e
         if precision != "fp32":  # the float file was renamed when made
-            _inline_buffers(out_path)  # repacking in _rename_io would drop data stored after the flatbuffer
-            _rename_io(out_path, names, outs)
-        if precision == "int8":
-            moved = 0 if int8_io else _float_io(out_path)
-            info.quantization["io"] = (
-                "float32 (quantize/dequantize inside the graph)" if moved else
-                "int8 (scale/zero point in the file; the edgesdk runtime applies them for float callers)" if int8_io
-                else "as the quantizer left them (no quantized input or output)")
+            _finish_quantized(out_path, names, outs, info.quantization, int8_io=int8_io if precision == "int8"
+                              else None)
         if float_file is not None and precision != "fp32":
             info.quantization["float_file"] = Path(float_file).name  # quantized from it, not converted again
         if info.quantization.get("route_reason"):
@@ -366,6 +360,45 @@ def _export(model: Any, example_inputs: Mapping[str, Any], path: Path, precision
         os.replace(out_path, path)
     info.export_time_s = time.perf_counter() - t0
     return info
+
+
+def _finish_quantized(path: Path, names: list[str], outs: list[str], quantization: dict[str, Any], *,
+                      int8_io: bool | None) -> None:
+    """A quantized file as edgesdk ships it: data inline, the model's input/output names, and for full-integer
+    INT8 (``int8_io`` not None) float32 edges unless ``int8_io``; ``quantization["io"]`` says which."""
+    _inline_buffers(path)  # repacking in _rename_io would drop data stored after the flatbuffer
+    _rename_io(path, names, outs)
+    if int8_io is not None:
+        moved = 0 if int8_io else _float_io(path)
+        quantization["io"] = (
+            "float32 (quantize/dequantize inside the graph)" if moved else
+            "int8 (scale/zero point in the file; the edgesdk runtime applies them for float callers)" if int8_io
+            else "as the quantizer left them (no quantized input or output)")
+
+
+def requantize_int8(float_file: str | Path, dst: str | Path, calib: Mapping[str, np.ndarray], names: list[str],
+                    outs: list[str], *, int8_io: bool = False, keep_float: Sequence[str] = ()) -> dict[str, Any]:
+    """Full-integer INT8 of an edgesdk float TFLite file (ai-edge-quantizer's static route, as compress makes
+    it), with the ops that write the tensors named in ``keep_float`` left in float32 (ai-edge-quantizer's
+    NO_QUANTIZE: their inputs dequantized, their outputs quantized again for int8 readers). ``calib`` is in the
+    file's own layout. Written to ``dst`` whole or not at all; returns the quantization record.
+
+    Example::
+
+        requantize_int8("out/model.tflite", "model.fixed.tflite", calib, ["x"], ["output"],
+                        keep_float=["DigitsNet/...Conv2d_0;1"])
+    """
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory(prefix=".tflite-", dir=dst.parent) as tmp:
+        out = Path(tmp) / dst.name
+        with _quiet():
+            _ai_edge_static(Path(float_file), out, calib, names, keep_float=keep_float)
+        quantization = {"method": "static (min/max)", "route": "ai-edge-quantizer",
+                        "weights": "int8 per-channel symmetric", "activations": "int8",
+                        "calib_samples": len(next(iter(calib.values()))), "kept_float": list(keep_float)}
+        _finish_quantized(out, names, outs, quantization, int8_io=int8_io)
+        os.replace(out, dst)
+    return quantization
 
 
 def _conversion_error(e: BaseException) -> ExportError:
@@ -487,11 +520,14 @@ def _ai_edge_quantize(src: Path, dst: Path, precision: str) -> dict[str, Any]:
 
 
 
-def _ai_edge_static(src: Path, dst: Path, calib: Mapping[str, np.ndarray], names: list[str]) -> None:
+def _ai_edge_static(src: Path, dst: Path, calib: Mapping[str, np.ndarray], names: list[str],
+                    keep_float: Sequence[str] = ()) -> None:
     """ai-edge-quantizer's static INT8 (per-channel int8 weights, int8 activations from min/max) of the float
-    TFLite ``src``, calibrated on every sample of ``calib`` fed through its signature in the file's dtypes."""
+    TFLite ``src``, calibrated on every sample of ``calib`` fed through its signature in the file's dtypes;
+    the ops writing a tensor named in ``keep_float`` stay float (matched on the op's scope: its output names)."""
     from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer, recipe
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     interpreter = Interpreter(model_path=str(src))
     (key,) = interpreter.get_signature_list()  # litert-torch writes one signature
@@ -502,6 +538,9 @@ def _ai_edge_static(src: Path, dst: Path, calib: Mapping[str, np.ndarray], names
                for b in _calib_batches(calib, names, fixed=fixed, step=8)]
     qt = quantizer.Quantizer(str(src))
     qt.load_quantization_recipe(recipe.static_wi8_ai8())
+    for tensor in keep_float:  # the scope of a one-output op is "name;" (the last matching rule wins)
+        qt.update_quantization_recipe(regex=f"^{re.escape(tensor)};$", algorithm_key=AlgorithmName.NO_QUANTIZE,
+                                      operation_name=qtyping.TFLOperationName.ALL_SUPPORTED)
     result = qt.calibrate({key: batches}, num_threads=1)
     qt.quantize(result, enable_progress_report=False).export_model(str(dst), overwrite=True)
 

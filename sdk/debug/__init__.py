@@ -160,14 +160,11 @@ def _tflite(cand: Path, against: Any, data: Any, max_batches: int, model: Any, w
     """A TFLite file on LiteRT against PyTorch (its tensors are named by module path, not like an ONNX file's)."""
     from .torch_ref import build_reference_model, lineage
 
-    if against is None or str(against).lower() != "pytorch":
-        raise InputError(f"a TFLite artifact is compared with PyTorch: {cand.name}",
-                         expected="--against pytorch --model FILE.py:factory [--weights W]",
-                         found=f"--against {against}" if against else "no --against",
-                         hint="its tensors carry the PyTorch module paths, not the ONNX export's names")
     if backend != "onnxruntime":
         raise InputError(f"a TFLite artifact runs on LiteRT, not {backend}", hint="leave out --backend")
     manifest = _manifest(cand.parent)
+    if against is None or str(against).lower() != "pytorch":
+        return _tflite_pair(cand, against, data, max_batches, manifest)
     _bridge, pruned = lineage(cand.parent, manifest, cand.name)
     entry = _entry(manifest, cand.name) or {}
     net = build_reference_model(model, weights, pruned)
@@ -182,6 +179,33 @@ def _tflite(cand: Path, against: Any, data: Any, max_batches: int, model: Any, w
                        reference_choice=_hooked(pruned, how), inputs=inputs,
                        layers=layers, jump_share=JUMP_SHARE, unmatched=unmatched, backend="litert",
                        options={"kernels": "builtin"})  # XNNPACK keeps no intermediate tensors
+
+
+def _tflite_pair(cand: Path, against: Any, data: Any, max_batches: int, manifest: dict[str, Any] | None
+                 ) -> DebugReport:
+    """A quantized TFLite file on LiteRT against another TFLite file (by default the float file it was quantized
+    from, named in the manifest), tensor by tensor by name; no PyTorch is needed."""
+    from .tflite import compare_tflite_files
+
+    entry = _entry(manifest, cand.name) or {}
+    meta = entry.get("meta") or {}
+    if against is not None:
+        ref, how = Path(against), "given"
+        if not ref.is_file() or ref.suffix.lower() != ".tflite":
+            raise InputError(f"--against {ref}: not a TFLite file", expected="an existing .tflite file, or pytorch")
+    else:
+        made_from = (meta.get("quantization") or {}).get("float_file")
+        ref, how = cand.parent / str(made_from), "float file it was quantized from (manifest.json)"
+        if not made_from or not ref.is_file():
+            found = ("no manifest.json beside it" if manifest is None else "no entry for it in manifest.json"
+                     if not entry else "it was not quantized from a float file there")
+            raise InputError(f"{cand.name} has no float TFLite parent in its directory to compare with",
+                             found=found, hint="pass --against OTHER.tflite, or --against pytorch --model "
+                                               "FILE.py:factory")
+    batches, inputs = _batches(cand, data, max_batches)
+    layers = compare_tflite_files(cand, ref, batches, meta.get("input_layout"))
+    return DebugReport(artifact=str(cand), reference=str(ref), reference_choice=how, inputs=inputs, layers=layers,
+                       jump_share=JUMP_SHARE, backend="litert", options={"kernels": "builtin"})
 
 
 def debug(artifact: str | Path, *, against: str | Path | None = None, data: str | Path | None = None,

@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,11 +71,20 @@ def _entries(directory: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]
                          hint="run --fix on a file inside the directory edgesdk compress wrote")
     entries = {a.get("path"): a for a in manifest.get("artifacts") or []}
     entry = entries.get(name)
-    if entry is None or entry.get("stage") != "quantize_onnx":
-        raise InputError(f"--fix re-quantizes a quantized ONNX artifact: {name} is not one",
-                         found=f"stage {(entry or {}).get('stage') or 'unknown'}",
-                         hint="pass the INT8 file, e.g. DIR/model.int8.onnx")
-    parent = entries.get(entry.get("parent"))
+    stage = (entry or {}).get("stage")
+    if entry is None or stage not in ("quantize_onnx", "quantize_tflite"):
+        raise InputError(f"--fix re-quantizes a quantized ONNX or INT8 TFLite artifact: {name} is not one",
+                         found=f"stage {stage or 'unknown'}", hint="pass the INT8 file, e.g. DIR/model.int8.onnx")
+    if stage == "quantize_tflite":
+        quant = (entry.get("meta") or {}).get("quantization") or {}
+        if entry.get("precision") != "int8" or quant.get("route") != "ai-edge-quantizer":
+            raise InputError(f"--fix re-quantizes a full-integer INT8 TFLite file ai-edge-quantizer made: {name} "
+                             "is not one", found=f"precision {entry.get('precision')}, made by "
+                             f"{quant.get('route') or quant.get('method') or 'unknown'}",
+                             hint="fix the ONNX INT8 artifact, or compress again with --quantize int8")
+        parent = entries.get(quant.get("float_file"))  # quantized from the float file beside it
+    else:
+        parent = entries.get(entry.get("parent"))
     if parent is None or not (directory / parent["path"]).is_file():
         raise ArtifactError(f"the FP32 parent of {name} is not in its directory", found=str(entry.get("parent")),
                             hint="copy the whole artifact directory")
@@ -127,7 +137,10 @@ def fix(artifact: str | Path, *, calib: str | Path, out: str | Path | None = Non
         recipe, {n: data[n] for n in names}, rs.inputs, rs.outputs[ref_name], say or (lambda _m: None),
         evaluate=(lambda sess: evaluate(sess, rs.eval_data, names, metric)) if labelled else None,
         baseline=parent.get("accuracy"), metric=metric)
-    dst = Path(out) if out is not None else cand.with_name(f"{cand.stem}.fixed.onnx")
+    tflite = cand.suffix.lower() == ".tflite"
+    dst = Path(out) if out is not None else cand.with_name(f"{cand.stem}.fixed{cand.suffix}")
+    if dst.suffix.lower() != cand.suffix.lower():
+        raise InputError(f"--fix-out {dst.name} must keep the artifact's format", expected=f"a {cand.suffix} file")
     if not dst.parent.is_dir():
         raise InputError(f"cannot write {dst}: its folder does not exist", hint="choose another --fix-out path")
     if dst.resolve() in (cand.resolve(), (cand.parent / parent["path"]).resolve()):
@@ -140,7 +153,15 @@ def fix(artifact: str | Path, *, calib: str | Path, out: str | Path | None = Non
     work = Path(tempfile.mkdtemp(prefix=".fix-", dir=dst.parent))
     try:  # written whole or not at all
         tmp = work / dst.name
-        info, meta = scorer(cand.parent / parent["path"], tmp)
+        src = cand.parent / parent["path"]
+        if tflite:
+            layout = (entry.get("meta") or {}).get("input_layout") or {}
+            int8_io = str(((entry.get("meta") or {}).get("quantization") or {}).get("io", "")).startswith("int8")
+            outs = [o["name"] for o in entry.get("outputs") or []]
+            quant, meta = scorer.tflite(src, tmp, names, outs, int8_io=int8_io, layout=layout)
+            info = SimpleNamespace(to_dict=lambda: quant, warnings=[])
+        else:
+            info, meta = scorer(src, tmp)
         new_entry = None
         if listed:
             new_entry = _checked_entry(tmp, dst.name, manifest, entry, recipe, rs, ref_name, names, metric, info,
@@ -153,7 +174,7 @@ def fix(artifact: str | Path, *, calib: str | Path, out: str | Path | None = Non
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # outside the directory there is no reference set beside the file: the calibration inputs stand in
-    report = debug(dst, against=cand.parent / parent["path"], data=None if listed else calib)
+    report = debug(dst, against=cand.parent / parent["path"], data=None if listed else calib)  # TFLite too
     return FixResult(artifact=str(cand), fixed=str(dst), entry=new_entry, met=bool(meta["met"]),
                      shortfall=meta["shortfall"], float_nodes=meta["float_nodes"],
                      float_layers=meta.get("float_layers") or [], before=meta["tries"][0], after=meta["result"],
@@ -190,13 +211,15 @@ def _checked_entry(file: Path, rel: str, manifest: dict[str, Any], entry: dict[s
     from edgesdk.parity import tolerance_for
     from edgesdk.runtimes.safety import external_data_files
 
-    if external_data_files(file):
+    tflite = file.suffix.lower() == ".tflite"
+    if not tflite and external_data_files(file):
         raise ArtifactError(f"the fixed file keeps weights outside {rel}; --fix writes single-file ONNX models",
                             hint="write it outside the directory with --fix-out")
     emeta = dict(entry.get("meta") or {})
     p = recipe.parity
     tol = tolerance_for(entry.get("precision") or "int8", atol=p.atol, rtol=p.rtol, min_cosine=p.min_cosine)
-    rec = check(file, "onnxruntime", rs.inputs, rs.outputs[ref_name], tol, layout=emeta.get("input_layout"),
+    backend = "litert" if tflite else "onnxruntime"
+    rec = check(file, backend, rs.inputs, rs.outputs[ref_name], tol, layout=emeta.get("input_layout"),
                 eval_data=rs.eval_data, metric=metric, input_names=names)
     baseline = (manifest.get("model") or {}).get("accuracy")
     # about the file as made: its culprit, other backends' parity, its timing and the backend chosen from it
@@ -208,7 +231,7 @@ def _checked_entry(file: Path, rel: str, manifest: dict[str, Any], entry: dict[s
     return {**{k: v for k, v in entry.items() if k != "external_data"},
             "name": rel, "path": rel, "sha256": sha256_file(file), "size_bytes": file.stat().st_size,
             "inputs": rec.inputs, "outputs": rec.outputs, "parity": rec.parity, "accuracy": rec.accuracy,
-            "status": status, "recommended_backend": "onnxruntime", "session_options": {},  # checked there, untimed
+            "status": status, "recommended_backend": backend, "session_options": {},  # checked there, untimed
             "meta": {**emeta, "quantization": info.to_dict(), "warnings": list(info.warnings), "budget": meta,
                      "fixed_from": entry["name"], "made_by": "edgesdk debug --fix",
                      "calibration": str(calib),

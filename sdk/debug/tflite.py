@@ -194,3 +194,61 @@ def compare_tflite(candidate: str | Path, net: Any, batches: list[Mapping[str, n
             tensor=f"t{t}", op=node.op_type, node=node.name, module=module, module_class=cls, order=order,
             shape=shapes[t], **figs[t], candidate_tensor=run.details[int(t)]["name"]))
     return sorted(layers, key=lambda d: -d.added_noise), match.unmatched
+
+
+def location_module(name: str) -> tuple[str | None, str | None]:
+    """(module path, class name) read from a litert-torch tensor name alone, with no PyTorch model at hand:
+    the segments below the model (``pkg.Class_attr``) give the attributes, a wrapper litert-torch put around
+    the model (``.../Model_wrapped``) is skipped; ("", None) for an op of the model's own forward, (None, None)
+    for a name that carries no location (an input, an output, a constant)."""
+    first = name.split(";;")[0].split(";")[0]
+    if first == name:
+        return None, None
+    segs = first.split("/")[1:]  # the first segment is the model (or a wrapper around it)
+    if segs and segs[0].endswith("_wrapped"):
+        segs = segs[1:]
+    attrs, cls = [], None
+    for seg in segs:
+        cls, sep, attr = seg.rsplit(".", 1)[-1].partition("_")
+        if not sep:
+            return None, None  # not a litert-torch location
+        attrs.append(attr)
+    return ".".join(attrs), cls
+
+
+def compare_tflite_files(candidate: str | Path, reference: str | Path, batches: list[Mapping[str, np.ndarray]],
+                         layout: Mapping[str, str] | None = None) -> list[LayerDivergence]:
+    """Every tensor an op of the ``reference`` TFLite file writes against the tensor of the same name in
+    ``candidate`` (a quantized file ai-edge-quantizer made from it keeps the names), over ``batches`` (PyTorch's
+    layout; ``layout`` names the inputs both take channels-last), ranked worst first (most added noise). No
+    PyTorch is needed: the module is read from the tensor name (:func:`location_module`)."""
+    if not batches:
+        raise InputError("no input batches to run", expected="a reference set or --data with samples")
+    ref, cand = _Runner(Path(reference), layout), _Runner(Path(candidate), layout)
+    by_name = {d["name"]: i for i, d in cand.details.items() if i in set(cand.produced)}
+    wanted = {t: by_name[ref.details[t]["name"]] for t in ref.produced if ref.details[t]["name"] in by_name}
+    if not wanted:
+        raise ArtifactError(f"no tensor of {Path(candidate).name} matches one of {Path(reference).name}",
+                            expected="a quantized TFLite file and the float file it was made from")
+    stats = {str(t): _Stats() for t in wanted}
+    shapes: dict[str, list[int]] = {}
+    for batch in batches:
+        r, c = ref(batch), cand(batch)
+        for t, ct in wanted.items():
+            if r[t].shape != c[ct].shape:
+                stats.pop(str(t), None)
+            elif str(t) in stats:
+                stats[str(t)].add(r[t], c[ct])
+                shapes[str(t)] = list(r[t].shape)
+    nodes = {str(int(o)): (k, SimpleNamespace(input=[str(int(x)) for x in op["inputs"] if int(x) >= 0],
+                                              op_type=op["op_name"], name=ref.details[int(o)]["name"]))
+             for k, op in enumerate(ref.ops) for o in op["outputs"]}
+    figs = scores(stats, nodes)
+    layers = []
+    for t in sorted(figs, key=lambda t: nodes[t][0]):
+        order, node = nodes[t]
+        module, cls = location_module(node.name)
+        layers.append(LayerDivergence(
+            tensor=node.name, op=node.op_type, node=node.name, module=module, module_class=cls, order=order,
+            shape=shapes[t], **figs[t], candidate_tensor=cand.details[wanted[int(t)]]["name"]))
+    return sorted(layers, key=lambda d: -d.added_noise)

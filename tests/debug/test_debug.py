@@ -87,7 +87,7 @@ def test_bad_input_is_refused_without_a_traceback_or_a_file(digits_artifacts, tm
         ([str(digits_artifacts)], "is a directory"),
         ([str(tmp_path / "missing.onnx")], "artifact not found"),
         ([str(tmp_path / "model.engine")], "compares ONNX and TFLite artifacts"),
-        ([str(tmp_path / "model.tflite")], "compared with PyTorch"),
+        ([str(tmp_path / "model.tflite")], "no float TFLite parent"),
         ([str(digits_artifacts / "model.onnx")], "no ONNX parent"),
         ([str(tmp_path / "lone.onnx")], "no ONNX parent"),
         ([art, "--against", str(tmp_path / "broken.onnx")], "not a readable ONNX model"),

@@ -97,7 +97,7 @@ def test_tflite_bad_input_is_refused_cleanly(tflite_dir, tmp_path):
     (broken.parent / "reference.npz").write_bytes((tflite_dir / "reference.npz").read_bytes())
     assert_refused([
         ([str(broken), "--against", "pytorch", "--model", FACTORY], "not a TFLite model LiteRT can load"),
-        ([art], "compared with PyTorch"),
+        ([str(tflite_dir / "model.tflite")], "no float TFLite parent"),
         ([art, "--against", "pytorch", "--model", FACTORY, "--backend", "openvino"], "runs on LiteRT"),
         ([art, "--against", "pytorch"], "needs the model"),
     ], tmp_path)
