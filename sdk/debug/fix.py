@@ -139,8 +139,6 @@ def fix(artifact: str | Path, *, calib: str | Path, out: str | Path | None = Non
         baseline=parent.get("accuracy"), metric=metric)
     tflite = cand.suffix.lower() == ".tflite"
     dst = Path(out) if out is not None else cand.with_name(f"{cand.stem}.fixed{cand.suffix}")
-    if dst.suffix.lower() != cand.suffix.lower():
-        raise InputError(f"--fix-out {dst.name} must keep the artifact's format", expected=f"a {cand.suffix} file")
     if not dst.parent.is_dir():
         raise InputError(f"cannot write {dst}: its folder does not exist", hint="choose another --fix-out path")
     if dst.resolve() in (cand.resolve(), (cand.parent / parent["path"]).resolve()):
@@ -150,6 +148,8 @@ def fix(artifact: str | Path, *, calib: str | Path, out: str | Path | None = Non
     if listed and previous is None and _taken(manifest, dst.name):
         raise InputError(f"--fix would overwrite {dst.name}", found="a file of the artifact directory",
                          hint="choose another --fix-out path")
+    if dst.suffix.lower() != cand.suffix.lower():
+        raise InputError(f"--fix-out {dst.name} must keep the artifact's format", expected=f"a {cand.suffix} file")
     work = Path(tempfile.mkdtemp(prefix=".fix-", dir=dst.parent))
     try:  # written whole or not at all
         tmp = work / dst.name
