@@ -144,6 +144,7 @@ class AccuracyBudget:
     def __call__(self, src: Path, dst: Path) -> tuple[QuantInfo, dict[str, Any]]:
         """Quantize the float ONNX file ``src`` into ``dst`` (onnxruntime's quantizer) under the budget."""
         q = self.q
+        self.layout = {}  # ONNX files take the model's own layout
         work = Path(tempfile.mkdtemp(prefix=".budget-", dir=dst.parent))
         try:
             pre, pre_info = preprocess(src, work / "pre.onnx")

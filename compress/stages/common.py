@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgesdk.pipeline import StageContext
+from edgesdk.pipeline import Artifact, StageContext
 
 # recipe quantize mode -> (file suffix, the precision the artifact records)
 SUFFIX = {"fp16": "fp16", "int8": "int8", "int8-dynamic": "int8dyn"}
@@ -47,3 +47,14 @@ def size_of(model: Any, example_inputs: dict[str, Any]) -> dict[str, Any]:
 def axes_meta(axes: dict[str, dict[int, str]]) -> dict[str, dict[str, str]]:
     """input -> axis -> symbol with string keys (JSON)."""
     return {n: {str(a): sym for a, sym in ax.items()} for n, ax in axes.items()}
+
+
+def budget_key(parent: Artifact | None, ctx: StageContext) -> dict | None:
+    """With an accuracy budget the quantization also depends on what it is scored on: the reference inputs and
+    PyTorch's outputs on them (the parity settings, the model), the eval data, the metric and its baseline."""
+    b = ctx.budget
+    if b is None:
+        return None
+    return {"ref_inputs": b.ref_inputs, "ref_outputs": b.ref_outputs, "calib": b.calib,
+            "labelled": b.evaluate is not None, "baseline": b.baseline_accuracy, "metric": b.metric,
+            **{r: getattr(ctx, r[4:]) for r in EVAL_READS}}

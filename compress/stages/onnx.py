@@ -5,7 +5,7 @@ from edgesdk.errors import InputError
 from edgesdk.pipeline import Artifact, StageContext, register_stage
 from edgesdk.progress import counter
 
-from .common import CALIB_READS, EVAL_READS, MODEL_READS, PRECISION, SUFFIX, axes_meta, calib_inputs, size_of
+from .common import CALIB_READS, MODEL_READS, PRECISION, SUFFIX, axes_meta, budget_key, calib_inputs, size_of
 
 
 @register_stage("export_onnx", text="exporting to ONNX", takes="model", yields="onnx", reads=("export", *MODEL_READS))
@@ -36,19 +36,8 @@ def export_onnx_stage(parent: Artifact | None, ctx: StageContext) -> Artifact:
                     parent=parent.name if parent else "pytorch", meta=meta)
 
 
-def _budget_key(parent: Artifact | None, ctx: StageContext) -> dict | None:
-    """With an accuracy budget the quantization also depends on what it is scored on: the reference inputs and
-    PyTorch's outputs on them (the parity settings, the model), the eval data, the metric and its baseline."""
-    b = ctx.budget
-    if b is None:
-        return None
-    return {"ref_inputs": b.ref_inputs, "ref_outputs": b.ref_outputs, "calib": b.calib,
-            "labelled": b.evaluate is not None, "baseline": b.baseline_accuracy, "metric": b.metric,
-            **{r: getattr(ctx, r[4:]) for r in EVAL_READS}}
-
-
 @register_stage("quantize_onnx", text="quantizing the ONNX model", takes="onnx:fp32", yields="onnx",
-                compare_with="parent", reads=("quantize", *CALIB_READS), key_with=_budget_key)
+                compare_with="parent", reads=("quantize", *CALIB_READS), key_with=budget_key)
 def quantize_onnx_stage(parent: Artifact | None, ctx: StageContext) -> Artifact:
     """Quantize the float ONNX artifact to ``<stem>.<mode>.onnx``; the accuracy budget wraps this stage."""
     from edgesdk.compress.quantize import quantize_onnx

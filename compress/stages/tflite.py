@@ -2,9 +2,11 @@
 conversion that fails is reported as a target not delivered; the other targets go on."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from edgesdk.pipeline import Artifact, StageContext, register_stage
 
-from .common import CALIB_READS, MODEL_READS, PRECISION, SUFFIX, axes_meta, calib_inputs, target_failed
+from .common import CALIB_READS, MODEL_READS, PRECISION, SUFFIX, axes_meta, budget_key, calib_inputs, target_failed
 
 
 def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artifact | None:
@@ -34,6 +36,7 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
     except ExportError as e:  # one target failing must not abort the others
         target_failed(ctx, target, "failed", e)
         return None
+    budget_meta = _budgeted(ctx, info, path, float_file) if precision != "fp32" else None
     meta = {"exporter": "litert-torch", "target": target, "quantization": info.quantization,
             "warnings": info.warnings,
             "export_time_s": round(info.export_time_s, 3), "reference": reference,
@@ -41,9 +44,38 @@ def _tflite(ctx: StageContext, parent: Artifact | None, precision: str) -> Artif
             "calibration": ctx.calib_source if precision == "int8" else None}
     if info.input_layout:
         meta["input_layout"] = info.input_layout  # the SDK transposes reference data for these inputs
+    if budget_meta is not None:
+        meta["budget"] = budget_meta
     ctx.target(target, "ok")
-    return Artifact(name=path.name, path=path, format="tflite", precision=PRECISION.get(precision, precision),
-                    parent=parent.name if parent else "pytorch", meta=meta)
+    art = Artifact(name=path.name, path=path, format="tflite", precision=PRECISION.get(precision, precision),
+                   parent=parent.name if parent else "pytorch", meta=meta)
+    if budget_meta is not None and not budget_meta["met"]:
+        art.status = "budget_not_met"
+    return art
+
+
+def _budgeted(ctx: StageContext, info: object, path: Path, float_file: Path | None) -> dict | None:
+    """Full-integer INT8 under the run's accuracy budget (--max-accuracy-drop / --min-cosine), as the ONNX INT8
+    artifact is: the ops INT8 hurts most stay float32 until it holds (AccuracyBudget.tflite, ranked by the
+    per-op comparison against the float file). It re-quantizes that float file, so a file made without one
+    (the float conversion failed) or by litert-torch's PT2E fallback is left as made, with a warning."""
+    if ctx.budget is None:
+        return None
+    q = info.quantization
+    if ctx.recipe.quantize.mode != "int8":
+        info.warnings.append(f"the accuracy budget was not applied to this file: it holds full-integer INT8 "
+                             f"TFLite only, this is {ctx.recipe.quantize.mode} (the parity gate judges it)")
+        return None
+    if float_file is None or q.get("route") != "ai-edge-quantizer":
+        why = "no float TFLite file to re-quantize" if float_file is None else f"it was made by {q.get('route')}"
+        info.warnings.append(f"the accuracy budget was not applied to this file: {why} (only ai-edge-quantizer's "
+                             "route re-quantizes with ops kept in float)")
+        return None
+    record, budget_meta = ctx.budget.tflite(
+        float_file, path, list(ctx.example_inputs), list(ctx.output_names), int8_io=ctx.recipe.export.tflite_int8_io,
+        layout=info.input_layout)
+    info.quantization = {**q, **record}
+    return budget_meta
 
 
 def _float_file_key(parent: Artifact | None, ctx: StageContext) -> dict:
@@ -65,7 +97,7 @@ def export_tflite_stage(parent: Artifact | None, ctx: StageContext) -> Artifact 
 
 @register_stage("quantize_tflite", text="quantizing for TFLite", takes="model", yields="tflite",
                 compare_with="export_tflite", reads=("export", "quantize", *MODEL_READS, *CALIB_READS),
-                key_with=_float_file_key)
+                key_with=lambda parent, ctx: {**_float_file_key(parent, ctx), "budget": budget_key(parent, ctx)})
 def quantize_tflite_stage(parent: Artifact | None, ctx: StageContext) -> Artifact | None:
     """fp16, dynamic-range int8 or full-integer int8 TFLite, following the recipe's quantize mode."""
     return _tflite(ctx, parent, ctx.recipe.quantize.mode)
