@@ -244,10 +244,14 @@ def compare_tflite_files(candidate: str | Path, reference: str | Path, batches: 
                                               op_type=op["op_name"], name=ref.details[int(o)]["name"]))
              for k, op in enumerate(ref.ops) for o in op["outputs"]}
     figs = scores(stats, nodes)
+    produced = {str(t) for t in ref.produced}
     layers = []
     for t in sorted(figs, key=lambda t: nodes[t][0]):
         order, node = nodes[t]
         module, cls = location_module(node.name)
+        if module is None:  # a graph output, renamed: its op's weights still carry the module's location
+            module, cls = next((loc for x in node.input if x not in produced
+                                if (loc := location_module(ref.details[int(x)]["name"]))[0]), (None, None))
         layers.append(LayerDivergence(
             tensor=node.name, op=node.op_type, node=node.name, module=module, module_class=cls, order=order,
             shape=shapes[t], **figs[t], candidate_tensor=cand.details[wanted[int(t)]]["name"]))

@@ -68,6 +68,8 @@ def test_int8_tflite_is_compared_with_its_float_file_without_pytorch(made):
     assert "float file it was quantized from" in report.reference_choice
     modules = {d.module for d in report.layers}
     assert {"stem.0.2", "block.2"} <= modules and len(report.layers) >= 6
+    # the head writes the renamed graph output: its module is read from its weights' names
+    assert [(d.module, d.module_class) for d in report.layers if d.op == "FULLY_CONNECTED"] == [("head", "Linear")]
     assert not report.agree and report.first_jump is not None
     assert all(d.sqnr_db < 60 for d in report.layers if d.op in ("CONV_2D", "FULLY_CONNECTED"))
     same = debug(made / "model.tflite", against=made / "model.tflite")  # a file against itself: exact
