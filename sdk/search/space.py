@@ -27,7 +27,7 @@ PRECISIONS = {"fp32": "none", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "i
 ARTIFACT_PRECISIONS = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "int8-dynamic": "int8",
                        "int8-fallback": "int8"}  # the precision its manifest entries carry
 FALLBACK = "int8-fallback"
-FALLBACK_TARGETS = ("onnx",)  # the accuracy budget re-quantizes ONNX; LiteRT's INT8 has no per-layer fallback
+FALLBACK_TARGETS = ("onnx", "tflite")  # what compress's accuracy budget re-quantizes with layers kept in float
 BACKEND_TARGETS = {"onnxruntime": "onnx", "openvino": "onnx", "litert": "tflite", "tensorrt": "tensorrt"}
 LATENCY_STATS = ("p50", "p90")
 DEFAULT_PRUNE_STEPS = 4
@@ -153,9 +153,9 @@ class SearchSpace:
                              expected="--max-accuracy-drop POINTS and/or --min-cosine C",
                              hint="give a budget, or search plain int8")
         if FALLBACK in self.precisions and not any(BACKEND_TARGETS.get(b) in FALLBACK_TARGETS for b in self.backends):
-            raise InputError(f"{FALLBACK} is ONNX INT8 with layers kept in float: none of the backends runs it",
-                             expected="onnxruntime or openvino among --backends", found=",".join(self.backends),
-                             hint="LiteRT's INT8 has no per-layer fallback; search plain int8 there")
+            raise InputError(f"{FALLBACK} is ONNX or TFLite INT8 with layers kept in float: none of the backends "
+                             "runs it", expected="onnxruntime, openvino or litert among --backends",
+                             found=",".join(self.backends), hint="search plain int8 there")
         bad = [b for b in self.backends if b not in BACKEND_TARGETS]
         if bad:
             raise InputError(f"unknown backend {bad[0]!r} in the search space", expected=", ".join(BACKEND_TARGETS),

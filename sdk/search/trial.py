@@ -73,8 +73,8 @@ def trial_recipe(base: Any, trial: Trial, space: SearchSpace) -> Any:
         from edgesdk.run import DEFAULT_PRUNE_MAX_DROP
 
         b = space.budgets
-        options.update(max_accuracy_drop=b.max_accuracy_drop, min_cosine=b.min_cosine,  # ONNX only: see space
-                       targets=FALLBACK_TARGETS,
+        options.update(max_accuracy_drop=b.max_accuracy_drop, min_cosine=b.min_cosine,
+                       targets=tuple(t for t in space.targets if t in FALLBACK_TARGETS),
                        backends=tuple(x for x in space.backends if BACKEND_TARGETS[x] in FALLBACK_TARGETS))
         if trial.prune and base.prune.max_accuracy_drop is None:  # else compress would judge pruning by it too
             options["prune_max_accuracy_drop"] = DEFAULT_PRUNE_MAX_DROP

@@ -186,3 +186,22 @@ def test_int8_with_per_layer_fallback_meets_a_cosine_plain_int8_misses(search_fl
     made = _remake(out / fallback["best_yaml"], digits_dir, tmp_path / "again")
     assert made[fallback["artifact"]]["sha256"] == fallback["sha256"]
     assert list(made[fallback["artifact"]]["meta"]["budget"]["float_nodes"]) == list(budget["float_nodes"])
+
+
+def test_int8_fallback_on_litert_keeps_tflite_ops_in_float(search_flags, tmp_path):
+    """On LiteRT the fallback is full-integer TFLite with the ops INT8 hurts most left in float32 (compress's
+    budget through ai-edge-quantizer): plain INT8 misses a cosine halfway to float, the fallback meets it."""
+    pytest.importorskip("ai_edge_quantizer")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, search_flags(out, "0", "int8,int8-fallback", "litert",
+                                                "--min-cosine", "0.99995", "--engine", "local"))
+    assert res.exit_code == 0, res.output
+    st = json.loads((out / "search.json").read_text())
+    by = {c["label"]: c for c in st["candidates"]}
+    plain, fallback = by["int8"], by["int8-fallback"]
+    assert plain["format"] == fallback["format"] == "tflite" and plain["backend"] == fallback["backend"] == "litert"
+    assert not plain["feasible"] and plain["float_nodes"] == 0 and plain["cosine"] < 0.99995
+    assert fallback["feasible"] and fallback["float_nodes"] > 0 and fallback["cosine"] >= 0.99995
+    manifest = json.loads((Path(st["trials"][fallback["trial"]]["out_dir"]) / "manifest.json").read_text())
+    art = next(a for a in manifest["artifacts"] if a["name"] == fallback["artifact"])
+    assert art["meta"]["budget"]["met"] and art["meta"]["quantization"]["kept_float"]

@@ -65,13 +65,15 @@ def test_int8_fallback_needs_a_budget_and_carries_it_into_the_trial_recipe():
     assert plain.quantize.mode == "int8" and plain.quantize.max_accuracy_drop is None
     # the pruned model keeps the budget a plain trial has (compress's default), not the quantization's
     assert pruned.quantize.max_accuracy_drop == 1.0 and pruned.prune.max_accuracy_drop == 2.0
-    # the fallback re-quantizes ONNX: with LiteRT in the space its trial makes and checks the ONNX file only
+    # the fallback re-quantizes ONNX and full-integer TFLite: its trial makes the files its backends run
     space = SearchSpace.from_options(precisions="int8,int8-fallback", backends="onnxruntime,litert", min_cosine=0.99)
     plain, fallback = (trial_recipe(Recipe(), t, space) for t in space.trials())
-    assert plain.targets == ("onnx", "tflite") and fallback.targets == ("onnx",)
-    assert fallback.benchmark.backends == ("onnxruntime",) and fallback.quantize.min_cosine == 0.99
+    assert plain.targets == fallback.targets == ("onnx", "tflite")
+    assert fallback.benchmark.backends == ("onnxruntime", "litert") and fallback.quantize.min_cosine == 0.99
+    space = SearchSpace.from_options(precisions="int8-fallback", backends="litert", min_cosine=0.99)
+    assert trial_recipe(Recipe(), space.trials()[0], space).targets == ("tflite",)
     with pytest.raises(InputError, match="none of the backends runs it"):
-        SearchSpace.from_options(precisions="int8-fallback", backends="litert", min_cosine=0.99)
+        SearchSpace.from_options(precisions="int8-fallback", backends="tensorrt", min_cosine=0.99)
 
 
 def test_budget_shortfalls_name_each_miss():
