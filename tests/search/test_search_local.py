@@ -161,18 +161,23 @@ def test_bad_input_is_refused_and_nothing_is_written(search_flags, tmp_path, dig
     assert [p.name for p in (tmp_path / "g").iterdir()] == ["mine.txt"]
 
 
+def _fallback_search(search_flags, out: Path, backend: str, min_cosine: str) -> tuple[dict, dict, dict]:
+    """A search of plain int8 and int8-fallback on ``backend`` under ``--min-cosine``: (search.json, the plain
+    candidate, the fallback candidate)."""
+    res = CliRunner().invoke(main, search_flags(out, "0", "int8,int8-fallback", backend,
+                                                "--min-cosine", min_cosine, "--engine", "local"))
+    assert res.exit_code == 0, res.output
+    st = json.loads((out / "search.json").read_text())
+    by = {c["label"]: c for c in st["candidates"]}
+    return st, by["int8"], by["int8-fallback"]
+
 def test_int8_with_per_layer_fallback_meets_a_cosine_plain_int8_misses(search_flags, digits_dir, tmp_path):
     """int8-fallback is a trial of the space: compress's accuracy budget keeps the layers INT8 hurts most in
     float until the search's --min-cosine holds; plain INT8 of the same model misses it (as the debug --fix
     test finds for this model) and is judged infeasible, the fallback meets it with nodes in float, listed
     with their SQNR in its trial's manifest."""
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, search_flags(out, "0", "int8,int8-fallback", "onnxruntime",
-                                                "--min-cosine", "0.99999", "--engine", "local"))
-    assert res.exit_code == 0, res.output
-    st = json.loads((out / "search.json").read_text())
-    by = {c["label"]: c for c in st["candidates"]}
-    plain, fallback = by["int8"], by["int8-fallback"]
+    st, plain, fallback = _fallback_search(search_flags, out, "onnxruntime", "0.99999")
     assert not plain["feasible"] and any("cosine" in r for r in plain["reasons"]) and plain["float_nodes"] == 0
     assert fallback["float_nodes"] > 0 and fallback["cosine"] > plain["cosine"]
     assert fallback["on_front"] and st["knee"] == fallback["id"]
@@ -192,13 +197,7 @@ def test_int8_fallback_on_litert_keeps_tflite_ops_in_float(search_flags, tmp_pat
     """On LiteRT the fallback is full-integer TFLite with the ops INT8 hurts most left in float32 (compress's
     budget through ai-edge-quantizer): plain INT8 misses a cosine halfway to float, the fallback meets it."""
     pytest.importorskip("ai_edge_quantizer")
-    out = tmp_path / "out"
-    res = CliRunner().invoke(main, search_flags(out, "0", "int8,int8-fallback", "litert",
-                                                "--min-cosine", "0.99995", "--engine", "local"))
-    assert res.exit_code == 0, res.output
-    st = json.loads((out / "search.json").read_text())
-    by = {c["label"]: c for c in st["candidates"]}
-    plain, fallback = by["int8"], by["int8-fallback"]
+    st, plain, fallback = _fallback_search(search_flags, tmp_path / "out", "litert", "0.99995")
     assert plain["format"] == fallback["format"] == "tflite" and plain["backend"] == fallback["backend"] == "litert"
     assert not plain["feasible"] and plain["float_nodes"] == 0 and plain["cosine"] < 0.99995
     assert fallback["feasible"] and fallback["float_nodes"] > 0 and fallback["cosine"] >= 0.99995
