@@ -61,7 +61,9 @@ class AccuracyBudget:
         self.calib, self.evaluate, self.metric = calib, evaluate, metric
         self.baseline_accuracy = baseline
         self.ref_inputs, self.ref_outputs, self.say = ref_inputs, ref_outputs, say
-        self.layout: dict[str, str] = {}  # inputs the scored files take channels-last (a TFLite export's)
+        # TFLite files are fed as the parity gate feeds them: the inputs named here channels-last, a batch the
+        # file fixed one sample at a time; None: ONNX files, fed as they are
+        self.layout: dict[str, str] | None = None
 
     # -- measuring ------------------------------------------------------------------
     def score(self, path: Path) -> dict[str, Any]:
@@ -70,7 +72,7 @@ class AccuracyBudget:
         from edgesdk.runtimes import load
 
         with load(path) as sess:
-            if self.layout:  # fed in the file's layout, as the parity gate feeds it
+            if self.layout is not None:  # fed in the file's layout and batch, as the parity gate feeds it
                 from edgesdk.gate import run_reference
 
                 sess, got, _why = run_reference(sess, self.ref_inputs, self.layout)
@@ -144,7 +146,7 @@ class AccuracyBudget:
     def __call__(self, src: Path, dst: Path) -> tuple[QuantInfo, dict[str, Any]]:
         """Quantize the float ONNX file ``src`` into ``dst`` (onnxruntime's quantizer) under the budget."""
         q = self.q
-        self.layout = {}  # ONNX files take the model's own layout
+        self.layout = None  # ONNX files take the model's own layout and batch
         work = Path(tempfile.mkdtemp(prefix=".budget-", dir=dst.parent))
         try:
             pre, pre_info = preprocess(src, work / "pre.onnx")
